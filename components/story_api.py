@@ -1,0 +1,344 @@
+"""StoryApi: the regional REST API in front of the story generator."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import yaml
+
+from . import policies
+from .aws_context import AwsContext
+from .lambda_code import LAMBDAS_DIR
+from .naming import Naming
+
+OPENAPI_PATH = LAMBDAS_DIR / "story_generator" / "openapi.yaml"
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+# Lambda proxy integrations are invoked with POST whatever the client's method.
+_INTEGRATION_METHOD = "POST"
+# API Gateway stops waiting for an integration after 29 s.
+_INTEGRATION_TIMEOUT_MS = 29_000
+_VALIDATORS = {
+    "body-and-params": {"validateRequestBody": True, "validateRequestParameters": True},
+    "params-only": {"validateRequestBody": False, "validateRequestParameters": True},
+}
+_ACCESS_LOG_FORMAT = json.dumps(
+    {
+        "requestId": "$context.requestId",
+        "ip": "$context.identity.sourceIp",
+        "requestTime": "$context.requestTime",
+        "httpMethod": "$context.httpMethod",
+        "resourcePath": "$context.resourcePath",
+        "status": "$context.status",
+        "responseLength": "$context.responseLength",
+        "integrationLatency": "$context.integrationLatency",
+        "responseLatency": "$context.responseLatency",
+        "integrationError": "$context.integration.error",
+        "xrayTraceId": "$context.xrayTraceId",
+    },
+    separators=(",", ":"),
+)
+
+
+def _error_response(status: str, code: str, message: str) -> dict[str, Any]:
+    """A gateway response in the API's own error shape, so that clients parse one format."""
+    body = json.dumps({"error": {"code": code, "message": message}})
+    return {
+        "statusCode": status,
+        "responseTemplates": {"application/json": body},
+        "responseParameters": {"gatewayresponse.header.Content-Type": "'application/json'"},
+    }
+
+
+# API Gateway's own refusals: the story API's error shape instead of {"message": ...}.
+GATEWAY_RESPONSES = {
+    "BAD_REQUEST_BODY": _error_response(
+        "400",
+        "invalid_body",
+        "The request body does not match this operation's schema: check field names, "
+        "types and lengths against the API's OpenAPI document.",
+    ),
+    "BAD_REQUEST_PARAMETERS": _error_response(
+        "400",
+        "invalid_parameters",
+        "A required path or query parameter is missing or malformed.",
+    ),
+    # A REST API answers an unknown route with 403 "Missing Authentication Token".
+    "MISSING_AUTHENTICATION_TOKEN": _error_response(
+        "404", "not_found", "No such route: see the API's OpenAPI document for the routes."
+    ),
+    "REQUEST_TOO_LARGE": _error_response(
+        "413", "payload_too_large", "The request is too large: send a smaller body."
+    ),
+    "THROTTLED": _error_response(
+        "429", "throttled", "Too many requests: retry later, with backoff."
+    ),
+    "INTEGRATION_TIMEOUT": _error_response(
+        "504", "timeout", "The story took too long to write: retry the same request."
+    ),
+    "DEFAULT_5XX": _error_response(
+        "502", "gateway_error", "The API could not reach the story service: retry later."
+    ),
+}
+
+
+def api_definition(spec: dict[str, Any], invoke_arn: str, title: str) -> dict[str, Any]:
+    """The OpenAPI document API Gateway imports: ``spec`` with every operation
+    proxied to the Lambda behind ``invoke_arn``, validated by API Gateway
+    (bodies against their schemas, required parameters), and gateway errors in
+    the API's JSON error shape."""
+    definition = copy.deepcopy(spec)
+    definition.setdefault("info", {})["title"] = title
+    for path_item in definition.get("paths", {}).values():
+        for method in HTTP_METHODS:
+            operation = path_item.get(method)
+            if operation is None:
+                continue
+            operation["x-amazon-apigateway-integration"] = {
+                "type": "aws_proxy",
+                "httpMethod": _INTEGRATION_METHOD,
+                "uri": invoke_arn,
+                "passthroughBehavior": "when_no_match",
+                "timeoutInMillis": _INTEGRATION_TIMEOUT_MS,
+            }
+            operation["x-amazon-apigateway-request-validator"] = (
+                "body-and-params" if "requestBody" in operation else "params-only"
+            )
+    definition["x-amazon-apigateway-request-validators"] = _VALIDATORS
+    definition["x-amazon-apigateway-gateway-responses"] = GATEWAY_RESPONSES
+    return definition
+
+
+@dataclass(frozen=True)
+class CustomDomain:
+    """A regional custom domain (``api.example.com``) with its ACM certificate
+    in the API's region."""
+
+    domain_name: str
+    certificate_arn: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class StoryApiArgs:
+    """Settings of :class:`StoryApi`.
+
+    ``alias_invoke_arn`` is the Lambda alias API Gateway proxies to;
+    ``function_name`` and ``alias_name`` scope the invoke permission to it.
+    ``manage_account_log_role`` sets this region's API Gateway account-wide
+    CloudWatch role, which stage logging needs: leave it to one stack per
+    account and region.
+    """
+
+    naming: Naming
+    function_name: pulumi.Input[str]
+    alias_name: pulumi.Input[str]
+    alias_invoke_arn: pulumi.Input[str]
+    key_arn: pulumi.Input[str]
+    stage_name: str
+    throttle_rate_limit: float
+    throttle_burst_limit: int
+    log_retention_days: int = 30
+    manage_account_log_role: bool = True
+    custom_domain: CustomDomain | None = None
+    openapi_path: Path = OPENAPI_PATH
+
+
+class StoryApi(pulumi.ComponentResource):
+    """A regional REST API built from the story API's OpenAPI document.
+
+    Every operation is a Lambda proxy to the generator alias, with request
+    validation; the stage has throttling, JSON access logs and execution logs
+    (errors only, no bodies) in log groups with retention, X-Ray tracing and a
+    usage plan. A change to the API definition deploys a new deployment.
+
+    Outputs:
+        rest_api_id, execution_arn: the API.
+        stage_name, stage_arn: the stage (what a WAF web ACL attaches to).
+        url: the stage's invoke URL.
+        custom_domain_target, custom_domain_zone_id: where to point DNS for a custom domain.
+    """
+
+    rest_api_id: pulumi.Output[str]
+    execution_arn: pulumi.Output[str]
+    stage_name: pulumi.Output[str]
+    stage_arn: pulumi.Output[str]
+    url: pulumi.Output[str]
+    custom_domain_target: pulumi.Output[str] | None
+    custom_domain_zone_id: pulumi.Output[str] | None
+
+    def __init__(
+        self, name: str, args: StoryApiArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("liminal:story_api:StoryApi", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        naming = args.naming
+        api_name = naming.physical("api")
+        spec = yaml.safe_load(args.openapi_path.read_text())
+        body = pulumi.Output.from_input(args.alias_invoke_arn).apply(
+            lambda arn: json.dumps(api_definition(spec, arn, api_name), sort_keys=True)
+        )
+
+        api = aws.apigateway.RestApi(
+            f"{name}-rest-api",
+            name=api_name,
+            description="Liminal Transit story API",
+            body=body,
+            endpoint_configuration=aws.apigateway.RestApiEndpointConfigurationArgs(
+                types="REGIONAL"
+            ),
+            tags=naming.tags,
+            opts=child,
+        )
+        deployment = aws.apigateway.Deployment(
+            f"{name}-deployment",
+            rest_api=api.id,
+            description="Story API",
+            # Deployments snapshot the API: a new definition needs a new one.
+            triggers={"definition": body.apply(lambda b: hashlib.sha256(b.encode()).hexdigest())},
+            opts=child,
+        )
+
+        access_logs = aws.cloudwatch.LogGroup(
+            f"{name}-access-logs",
+            name=f"/aws/apigateway/{api_name}/{args.stage_name}/access",
+            retention_in_days=args.log_retention_days,
+            kms_key_id=args.key_arn,
+            tags=naming.tags,
+            opts=child,
+        )
+        # API Gateway writes execution logs to this group and would create it
+        # itself, without retention, if it did not exist.
+        execution_logs = aws.cloudwatch.LogGroup(
+            f"{name}-execution-logs",
+            name=pulumi.Output.concat("API-Gateway-Execution-Logs_", api.id, "/", args.stage_name),
+            retention_in_days=args.log_retention_days,
+            kms_key_id=args.key_arn,
+            tags=naming.tags,
+            opts=child,
+        )
+        stage_dependencies: list[pulumi.Resource] = [execution_logs]
+        if args.manage_account_log_role:
+            stage_dependencies.append(self._account_log_role(name, naming))
+
+        stage = aws.apigateway.Stage(
+            f"{name}-stage",
+            rest_api=api.id,
+            deployment=deployment.id,
+            stage_name=args.stage_name,
+            xray_tracing_enabled=True,
+            access_log_settings=aws.apigateway.StageAccessLogSettingsArgs(
+                destination_arn=access_logs.arn, format=_ACCESS_LOG_FORMAT
+            ),
+            tags=naming.tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=stage_dependencies),
+        )
+        aws.apigateway.MethodSettings(
+            f"{name}-method-settings",
+            rest_api=api.id,
+            stage_name=stage.stage_name,
+            method_path="*/*",
+            settings=aws.apigateway.MethodSettingsSettingsArgs(
+                metrics_enabled=True,
+                # Errors only, and never request or response bodies: stories
+                # are readers' data.
+                logging_level="ERROR",
+                data_trace_enabled=False,
+                throttling_rate_limit=args.throttle_rate_limit,
+                throttling_burst_limit=args.throttle_burst_limit,
+            ),
+            opts=child,
+        )
+        aws.apigateway.UsagePlan(
+            f"{name}-usage-plan",
+            name=naming.physical("api-usage-plan"),
+            description="Default throttling of the story API stage",
+            api_stages=[
+                aws.apigateway.UsagePlanApiStageArgs(api_id=api.id, stage=stage.stage_name)
+            ],
+            throttle_settings=aws.apigateway.UsagePlanThrottleSettingsArgs(
+                rate_limit=args.throttle_rate_limit, burst_limit=args.throttle_burst_limit
+            ),
+            tags=naming.tags,
+            opts=child,
+        )
+        aws.lambda_.Permission(
+            f"{name}-invoke",
+            action="lambda:InvokeFunction",
+            function=args.function_name,
+            qualifier=args.alias_name,
+            principal="apigateway.amazonaws.com",
+            # This API's stage only: <execution arn>/<stage>/<method>/<path>.
+            source_arn=pulumi.Output.concat(api.execution_arn, "/", stage.stage_name, "/*/*"),
+            opts=child,
+        )
+
+        self.custom_domain_target = None
+        self.custom_domain_zone_id = None
+        if args.custom_domain:
+            domain = aws.apigateway.DomainName(
+                f"{name}-domain",
+                domain_name=args.custom_domain.domain_name,
+                regional_certificate_arn=args.custom_domain.certificate_arn,
+                endpoint_configuration=aws.apigateway.DomainNameEndpointConfigurationArgs(
+                    types="REGIONAL"
+                ),
+                security_policy="TLS_1_2",
+                tags=naming.tags,
+                opts=child,
+            )
+            aws.apigateway.BasePathMapping(
+                f"{name}-base-path",
+                rest_api=api.id,
+                stage_name=stage.stage_name,
+                domain_name=domain.domain_name,
+                opts=child,
+            )
+            self.custom_domain_target = domain.regional_domain_name
+            self.custom_domain_zone_id = domain.regional_zone_id
+
+        self.rest_api_id = api.id
+        self.execution_arn = api.execution_arn
+        self.stage_name = stage.stage_name
+        self.stage_arn = stage.arn
+        self.url = stage.invoke_url
+        self.register_outputs(
+            {
+                "rest_api_id": self.rest_api_id,
+                "execution_arn": self.execution_arn,
+                "stage_name": self.stage_name,
+                "stage_arn": self.stage_arn,
+                "url": self.url,
+                "custom_domain_target": self.custom_domain_target,
+            }
+        )
+
+    def _account_log_role(self, name: str, naming: Naming) -> pulumi.Resource:
+        """The account-wide role API Gateway logs to CloudWatch with."""
+        role = aws.iam.Role(
+            f"{name}-cloudwatch-role",
+            name=naming.physical("apigateway-cloudwatch"),
+            assume_role_policy=policies.assume_role_policy("apigateway.amazonaws.com"),
+            tags=naming.tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        attachment = aws.iam.RolePolicyAttachment(
+            f"{name}-cloudwatch-role-policy",
+            role=role.name,
+            policy_arn=pulumi.Output.concat(
+                "arn:",
+                AwsContext.of(self).partition,
+                ":iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return aws.apigateway.Account(
+            f"{name}-account",
+            cloudwatch_role_arn=role.arn,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment]),
+        )

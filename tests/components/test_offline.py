@@ -1,0 +1,56 @@
+"""The offline plan (`make plan`): the program under the mock engine, printed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.offline import main
+
+
+def test_plan_prints_the_component_tree_with_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--stack", "staging"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Stack staging: pulumi up would create ")
+    assert "+ liminal:platform:LiminalPlatform  liminal\n" in out
+    assert "    + liminal:storage:Storage  liminal-storage\n" in out
+    assert "        + aws:dynamodb/table:Table  liminal-storage-sessions\n" in out
+    assert "     1  aws:dynamodb/table:Table" in out
+    assert "api_url: https://" in out
+
+
+def test_plan_json_lists_type_name_parent_and_inputs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--stack", "production", "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    by_name = {r["name"]: r for r in document["resources"]}
+    table = by_name["liminal-storage-sessions"]
+    assert table["type"] == "aws:dynamodb/table:Table"
+    assert table["parent"] == "liminal-storage"
+    assert table["inputs"]["deletionProtectionEnabled"] is True
+    assert document["outputs"]["table_name"] == "liminal-transit-story-sessions-production"
+
+
+def test_plan_of_an_unknown_stack_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--stack", "qa"]) == 2
+    assert "Pulumi.qa.yaml" in capsys.readouterr().err
+
+
+def test_plan_with_bad_config_prints_the_problem(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: pytest.TempPathFactory,
+) -> None:
+    import components.offline as offline
+
+    original = offline.stack_config
+
+    def broken(stack: str, root=offline.PROJECT_ROOT):  # type: ignore[no-untyped-def]
+        config = original(stack, root)
+        config["liminal-transit:logRetentionDays"] = "8"
+        return config
+
+    monkeypatch.setattr(offline, "stack_config", broken)
+    assert main(["--stack", "dev"]) == 1
+    err = capsys.readouterr().err
+    assert "liminal-transit:logRetentionDays = '8'" in err
