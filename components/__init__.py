@@ -1,0 +1,40 @@
+"""Liminal Transit's Pulumi components, importable one by one by other stacks.
+
+``from components import StoryApi, StoryApiArgs`` builds the API alone;
+``LiminalPlatform`` composes everything from a ``StackConfig``.
+"""
+
+from .config import (
+    AiConfig,
+    ConfigError,
+    ProviderConfig,
+    ProviderKind,
+    StackConfig,
+    load_stack_config,
+    parse_stack_config,
+)
+from .naming import Naming
+from .platform import LiminalPlatform
+from .storage import Storage, StorageArgs
+from .story_api import CustomDomain, StoryApi, StoryApiArgs
+from .story_generator import StoryGenerator, StoryGeneratorArgs, VpcPlacement
+
+__all__ = [
+    "AiConfig",
+    "ConfigError",
+    "CustomDomain",
+    "LiminalPlatform",
+    "Naming",
+    "ProviderConfig",
+    "ProviderKind",
+    "StackConfig",
+    "Storage",
+    "StorageArgs",
+    "StoryApi",
+    "StoryApiArgs",
+    "StoryGenerator",
+    "StoryGeneratorArgs",
+    "VpcPlacement",
+    "load_stack_config",
+    "parse_stack_config",
+]

@@ -173,6 +173,14 @@ class ProviderConfig(_Model):
         return value
 
     @model_validator(mode="after")
+    def _anthropic_temperature(self) -> Self:
+        if self.kind is ProviderKind.ANTHROPIC and self.temperature > 1:
+            raise ValueError(
+                f"temperature {self.temperature} is above 1, the most the Anthropic API accepts"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _bedrock_model_id(self) -> Self:
         if self.kind is ProviderKind.BEDROCK and not _BEDROCK_MODEL.match(self.model):
             raise ValueError(

@@ -6,7 +6,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -14,25 +13,24 @@ import pulumi_aws as aws
 from . import policies
 from .aws_context import AwsContext
 from .config import AiConfig, ProviderKind
+from .generator_environment import function_environment
+from .generator_permissions import EVENT_SOURCE, GrantedResources, execution_statements
 from .lambda_code import LAMBDAS_DIR, package_archive
+from .logs import encrypted_log_group
 from .naming import Naming
 
 RUNTIME = "python3.14"
 ARCHITECTURE = "arm64"
 HANDLER = "story_generator.handler.lambda_handler"
 ALIAS_NAME = "live"
-EVENT_SOURCE = "liminal-transit"
 # The rule hands only requests to the function. Everything the function
 # publishes (beat generated, choice made, story completed) is for other
 # consumers: matching it here would invoke the function on its own output.
 REQUEST_DETAIL_TYPE = "Story Generation Requested"
-AI_METRICS_NAMESPACE = "LiminalTransit/AIProviders"
 # Account that publishes the Powertools for AWS Lambda (Python) public layers.
 POWERTOOLS_LAYER_ACCOUNT = "017000801446"
 # Providers reached over the internet with an API key kept in Secrets Manager.
 KEYED_PROVIDERS = (ProviderKind.OPENAI, ProviderKind.ANTHROPIC)
-# Bedrock cross-region inference profiles carry a geography prefix.
-INFERENCE_PROFILE_PREFIXES = ("us.", "eu.", "apac.", "jp.", "au.", "ca.", "us-gov.", "global.")
 
 
 @dataclass(frozen=True)
@@ -119,15 +117,14 @@ class StoryGenerator(pulumi.ComponentResource):
         context = AwsContext.of(self)
         function_name = naming.physical("story-generator")
 
-        log_group = aws.cloudwatch.LogGroup(
+        # Lambda writes to /aws/lambda/<function name>.
+        log_group = encrypted_log_group(
             f"{name}-logs",
-            # Lambda writes to /aws/lambda/<function name>; creating it first
-            # gives it a retention and the key instead of Lambda's defaults.
-            name=f"/aws/lambda/{function_name}",
-            retention_in_days=args.log_retention_days,
-            kms_key_id=args.key_arn,
-            tags=naming.tags,
-            opts=child,
+            log_group_name=f"/aws/lambda/{function_name}",
+            retention_days=args.log_retention_days,
+            key_arn=args.key_arn,
+            naming=naming,
+            parent=self,
         )
         dlq = aws.sqs.Queue(
             f"{name}-dlq",
@@ -170,12 +167,18 @@ class StoryGenerator(pulumi.ComponentResource):
             f"{name}-role-policy",
             role=role.id,
             policy=policies.document(
-                _execution_statements(
-                    args,
+                execution_statements(
+                    GrantedResources(
+                        table_arn=args.table_arn,
+                        key_arn=args.key_arn,
+                        log_group_arn=log_group.arn,
+                        dlq_arn=dlq.arn,
+                        event_bus_name=args.event_bus_name,
+                        secret_arns=[s.arn for s in secrets.values()],
+                        in_vpc=args.vpc is not None,
+                    ),
+                    args.ai,
                     context,
-                    log_group_arn=log_group.arn,
-                    dlq_arn=dlq.arn,
-                    secret_arns=[s.arn for s in secrets.values()],
                 )
             ),
             opts=child,
@@ -209,7 +212,15 @@ class StoryGenerator(pulumi.ComponentResource):
             dead_letter_config=aws.lambda_.FunctionDeadLetterConfigArgs(target_arn=dlq.arn),
             kms_key_arn=args.key_arn,
             environment=aws.lambda_.FunctionEnvironmentArgs(
-                variables=_environment(args, {k: s.arn for k, s in secrets.items()})
+                variables=function_environment(
+                    environment=naming.environment,
+                    table_name=args.table_name,
+                    session_ttl_days=args.session_ttl_days,
+                    event_bus_name=args.event_bus_name,
+                    log_level=args.log_level,
+                    ai=args.ai,
+                    secret_arns={kind: secret.arn for kind, secret in secrets.items()},
+                )
             ),
             vpc_config=(
                 aws.lambda_.FunctionVpcConfigArgs(
@@ -301,146 +312,3 @@ class StoryGenerator(pulumi.ComponentResource):
                 "secret_arns": self.secret_arns,
             }
         )
-
-
-def _environment(
-    args: StoryGeneratorArgs, secret_arns: dict[str, pulumi.Output[str]]
-) -> dict[str, pulumi.Input[str]]:
-    """The function's configuration contract (README, "Generator configuration")."""
-    ai = args.ai
-    router = {
-        "deadline_s": ai.deadline_s,
-        "hedge_delay_s": ai.hedge_delay_s,
-        "circuit_failure_threshold": ai.circuit_failure_threshold,
-        "circuit_cooldown_s": ai.circuit_cooldown_s,
-        "misconfigured_cooldown_s": ai.misconfigured_cooldown_s,
-    }
-    variables: dict[str, pulumi.Input[str]] = {
-        "ENVIRONMENT": args.naming.environment,
-        "SESSION_TABLE_NAME": args.table_name,
-        "SESSION_TTL_DAYS": str(args.session_ttl_days),
-        "EVENT_BUS_NAME": args.event_bus_name,
-        "EVENTS_ENABLED": "true",
-        "AI_PROVIDER_CONFIG": json.dumps(
-            [p.model_dump(mode="json") for p in ai.providers], separators=(",", ":")
-        ),
-        "AI_ROUTER_CONFIG": json.dumps(router, separators=(",", ":")),
-        "POWERTOOLS_SERVICE_NAME": "story-generator",
-        "POWERTOOLS_METRICS_NAMESPACE": AI_METRICS_NAMESPACE,
-        "POWERTOOLS_LOG_LEVEL": args.log_level,
-    }
-    for kind, arn in secret_arns.items():
-        variables[f"{kind.upper()}_API_KEY_SECRET_ARN"] = arn
-    return variables
-
-
-def _execution_statements(
-    args: StoryGeneratorArgs,
-    context: AwsContext,
-    *,
-    log_group_arn: pulumi.Output[str],
-    dlq_arn: pulumi.Output[str],
-    secret_arns: list[pulumi.Output[str]],
-) -> list[dict[str, Any]]:
-    """What the function may do, each statement scoped to the resources it needs."""
-    # kms:ViaService names the endpoint the key is used through, such as
-    # dynamodb.us-east-1.amazonaws.com; the same shape as a regional principal.
-    via = [
-        context.service_principal(service)
-        for service in ("dynamodb", "sqs", "secretsmanager", "lambda")
-    ]
-    statements = [
-        policies.statement(
-            "WriteOwnLogs",
-            ["logs:CreateLogStream", "logs:PutLogEvents"],
-            [log_group_arn, pulumi.Output.concat(log_group_arn, ":log-stream:*")],
-        ),
-        policies.statement(
-            "ReadWriteSessionTable",
-            [
-                "dynamodb:GetItem",
-                "dynamodb:PutItem",
-                "dynamodb:UpdateItem",
-                "dynamodb:Query",
-                "dynamodb:ConditionCheckItem",
-            ],
-            [args.table_arn, pulumi.Output.concat(args.table_arn, "/index/*")],
-        ),
-        policies.statement(
-            "UseKeyThroughServices",
-            ["kms:Decrypt", "kms:GenerateDataKey"],
-            [args.key_arn],
-            {"StringEquals": {"kms:ViaService": via}},
-        ),
-        policies.statement("SendToDeadLetterQueue", ["sqs:SendMessage"], [dlq_arn]),
-        policies.statement(
-            "PublishStoryEvents",
-            ["events:PutEvents"],
-            [context.arn("events", f"event-bus/{args.event_bus_name}")],
-            {"StringEquals": {"events:source": EVENT_SOURCE}},
-        ),
-        # X-Ray has no resource-level permissions: "*" is the only resource it accepts.
-        policies.statement(
-            "WriteTraces", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], ["*"]
-        ),
-    ]
-    if secret_arns:
-        statements.append(
-            policies.statement("ReadProviderKeys", ["secretsmanager:GetSecretValue"], secret_arns)
-        )
-    models = _bedrock_model_arns(args.ai, context)
-    if models:
-        statements.append(policies.statement("InvokeNamedModels", ["bedrock:InvokeModel"], models))
-    if args.vpc:
-        # ENI management has no resource-level scoping for Describe; Lambda
-        # needs these to attach the function to the subnets.
-        statements.append(
-            policies.statement(
-                "ManageVpcNetworkInterfaces",
-                [
-                    "ec2:CreateNetworkInterface",
-                    "ec2:DescribeNetworkInterfaces",
-                    "ec2:DeleteNetworkInterface",
-                    "ec2:AssignPrivateIpAddresses",
-                    "ec2:UnassignPrivateIpAddresses",
-                ],
-                ["*"],
-            )
-        )
-    return statements
-
-
-def _bedrock_model_arns(ai: AiConfig, context: AwsContext) -> list[pulumi.Output[str]]:
-    """The foundation models (and inference profiles) the Bedrock providers name.
-
-    An inference profile (``us.anthropic...``) routes to the model in several
-    regions, so the model is granted in any region, through that profile only.
-    """
-    arns: list[pulumi.Output[str]] = []
-    for provider in ai.providers:
-        if provider.kind is not ProviderKind.BEDROCK:
-            continue
-        model = provider.model
-        prefix = next((p for p in INFERENCE_PROFILE_PREFIXES if model.startswith(p)), "")
-        if prefix:
-            arns.append(context.arn("bedrock", f"inference-profile/{model}"))
-            arns.append(
-                pulumi.Output.concat(
-                    "arn:",
-                    context.partition,
-                    ":bedrock:*::foundation-model/",
-                    model.removeprefix(prefix),
-                )
-            )
-        else:
-            arns.append(
-                pulumi.Output.concat(
-                    "arn:",
-                    context.partition,
-                    ":bedrock:",
-                    context.region,
-                    "::foundation-model/",
-                    model,
-                )
-            )
-    return arns

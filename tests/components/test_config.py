@@ -119,6 +119,11 @@ BAD_CONFIGS = [
         id="temperature-out-of-range",
     ),
     pytest.param(
+        _with(f"{NS}:ai", _providers(kind="anthropic", model="claude-3-haiku", temperature=1.5)),
+        [f"{NS}:ai.providers[0]", "temperature 1.5", "Anthropic API accepts"],
+        id="anthropic-temperature-above-its-limit",
+    ),
+    pytest.param(
         _with(
             f"{NS}:ai",
             {"providers": [*_providers()["providers"], *_providers(kind="openai")["providers"]]},

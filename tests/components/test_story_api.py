@@ -8,9 +8,10 @@ from typing import Any
 import pulumi
 import yaml
 
+from components.api_definition import HTTP_METHODS, OPENAPI_PATH
 from components.naming import Naming
 from components.offline import OfflineRun, run_program
-from components.story_api import HTTP_METHODS, OPENAPI_PATH, CustomDomain, StoryApi, StoryApiArgs
+from components.story_api import CustomDomain, StoryApi, StoryApiArgs
 
 REST_API = "aws:apigateway/restApi:RestApi"
 STAGE = "aws:apigateway/stage:Stage"

@@ -138,6 +138,42 @@ def test_table_access_is_scoped_to_the_table_and_its_indexes(run: OfflineRun) ->
     assert "dynamodb:DeleteItem" not in statement["Action"]
 
 
+def test_only_circuit_breaker_items_can_be_deleted(run: OfflineRun) -> None:
+    statement = _statement(run, "ResetProviderCircuits")
+    assert statement["Action"] == ["dynamodb:DeleteItem"]
+    condition = statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+    assert condition == ["circuit#*"]
+
+
+def test_table_actions_cover_every_call_the_function_makes(run: OfflineRun) -> None:
+    """Each DynamoDB call in the Lambda source maps to an action the role grants."""
+    import re
+
+    from components.lambda_code import LAMBDAS_DIR
+
+    granted = {
+        action.removeprefix("dynamodb:")
+        for sid in ("ReadWriteSessionTable", "ResetProviderCircuits")
+        for action in _statement(run, sid)["Action"]
+    }
+    # TransactWriteItems is authorised per item as PutItem/UpdateItem/ConditionCheckItem.
+    needed_by_call = {
+        "transact_write_items": {"PutItem", "UpdateItem", "ConditionCheckItem"},
+        "get_paginator": {"Query"},
+        "query": {"Query"},
+        "batch_get_item": {"BatchGetItem"},
+        "update_item": {"UpdateItem"},
+        "put_item": {"PutItem"},
+        "delete_item": {"DeleteItem"},
+        "get_item": {"GetItem"},
+    }
+    source = "\n".join(p.read_text() for p in (LAMBDAS_DIR / "story_generator").glob("*.py"))
+    calls = set(re.findall(r"\.(" + "|".join(needed_by_call) + r")\(", source))
+    assert calls, "no DynamoDB calls found: the pattern is stale"
+    for call in calls:
+        assert needed_by_call[call] <= granted, f"{call} needs {needed_by_call[call] - granted}"
+
+
 def test_logs_are_written_only_to_the_functions_own_group(run: OfflineRun) -> None:
     group = f"/aws/lambda/{run.outputs['function_name']}"
     for resource in _statement(run, "WriteOwnLogs")["Resource"]:

@@ -1,4 +1,4 @@
-"""Fixtures for the Lambda tests live in plugin modules, one per concern."""
+"""Pytest plugins shared by the whole suite (pytest reads ``pytest_plugins`` only here)."""
 
 pytest_plugins = [
     "tests.lambdas.fake_providers",

@@ -1,0 +1,121 @@
+"""Errors the story generator reports to its callers.
+
+Every error a caller can cause or should know about is an `ApiError` subclass with
+an HTTP status, a stable machine-readable `code` (the kind of error) and a
+`message` for people that says what to fix. The API edge (`api.py`) turns them
+into responses in one place; nothing else in the package knows about status codes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from enum import Enum
+from typing import ClassVar
+
+
+class ApiError(Exception):
+    """Base class of the errors the API reports as JSON `{"error": {...}}`.
+
+    `details` are extra JSON-serialisable fields merged into the error object
+    (for example the offending `field`); `retry_after_s`, when set, becomes a
+    `Retry-After` header.
+    """
+
+    status: ClassVar[int] = 500
+    default_code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: Mapping[str, object] | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.details: dict[str, object] = dict(details or {})
+        self.retry_after_s = retry_after_s
+
+    @property
+    def retry_after_header(self) -> str | None:
+        """The `Retry-After` header value (whole seconds, at least 1), if any."""
+        if self.retry_after_s is None:
+            return None
+        return str(max(1, math.ceil(self.retry_after_s)))
+
+    def to_body(self) -> dict[str, object]:
+        """The JSON body of the error response."""
+        error: dict[str, object] = {"code": self.code, "message": self.message}
+        error.update((name, value) for name, value in self.details.items() if name not in error)
+        return {"error": error}
+
+
+class BadRequest(ApiError):  # noqa: N818 (named after the HTTP status)
+    """400: the request is malformed or a field is invalid."""
+
+    status = 400
+    default_code = "bad_request"
+
+
+class NotFound(ApiError):  # noqa: N818 (named after the HTTP status)
+    """404: the session (or route) does not exist."""
+
+    status = 404
+    default_code = "not_found"
+
+
+class MethodNotAllowed(ApiError):  # noqa: N818 (named after the HTTP status)
+    """405: the route exists but not with this HTTP method."""
+
+    status = 405
+    default_code = "method_not_allowed"
+
+
+class Conflict(ApiError):  # noqa: N818 (named after the HTTP status)
+    """409: another request changed the session first (a concurrent choice)."""
+
+    status = 409
+    default_code = "conflict"
+
+
+class PayloadTooLarge(ApiError):  # noqa: N818 (named after the HTTP status)
+    """413: the request body is over the size limit."""
+
+    status = 413
+    default_code = "payload_too_large"
+
+
+class InternalError(ApiError):
+    """500: an unexpected failure; the message never carries internals."""
+
+    status = 500
+    default_code = "internal_error"
+
+
+class NoProviderAvailable(ApiError):  # noqa: N818 (named after the HTTP status)
+    """503: no AI provider could answer.
+
+    `failures` maps each provider name to the kind of its failure (a
+    `providers.base.FailureKind` value such as `timeout` or `circuit_open`); it is
+    reported to the caller as `details["providers"]`, `{name: kind}` in priority order.
+    """
+
+    status = 503
+    default_code = "no_provider_available"
+
+    def __init__(
+        self,
+        failures: Mapping[str, object],
+        retry_after_s: float,
+        message: str = "No AI provider could write the next beat; retry the same request later.",
+    ) -> None:
+        self.failures: dict[str, str] = {
+            name: str(kind.value if isinstance(kind, Enum) else kind)
+            for name, kind in failures.items()
+        }
+        super().__init__(
+            message, details={"providers": dict(self.failures)}, retry_after_s=retry_after_s
+        )

@@ -1,0 +1,102 @@
+"""The Lambda entry point: API Gateway proxy events go to the API, EventBridge events
+to `events.handle_event`; nothing else happens here.
+
+The configuration, the AWS clients, the router and the API are built on the first
+invocation and kept for the life of the container (`_container`, the one
+per-container cache of this module).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
+
+from .api import create_app
+from .events import EventBridgePublisher, NoEvents, handle_event
+from .router import build_router
+from .sessions import DynamoDBSessionStore, MemorySessionStore, SessionStore
+from .settings import Settings, load_settings
+from .story import BeatGenerator, BeatListener, StoryService
+
+logger = Logger()
+# X-Ray subsegments for every AWS SDK and HTTP call (active tracing is on for the
+# function); a no-op outside Lambda.
+tracer = Tracer()
+
+# Bounded so that a slow AWS call cannot eat the 29 s API Gateway gives a request
+# (botocore's legacy mode retries DynamoDB up to 10 times); publishing is best effort.
+_DYNAMODB_CONFIG = Config(
+    connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3}
+)
+_EVENTS_CONFIG = Config(
+    connect_timeout=1, read_timeout=2, retries={"mode": "standard", "max_attempts": 2}
+)
+
+
+class StoryGenerator:
+    """The story service and its API, built once per container from `Settings`."""
+
+    def __init__(self, service: StoryService, app: APIGatewayRestResolver) -> None:
+        self.service = service
+        self.app = app
+
+    def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        """Dispatch one Lambda event."""
+        if "httpMethod" in event:
+            return self.app.resolve(event, context)
+        if "detail-type" in event:
+            return handle_event(self.service, event)
+        logger.warning("Ignoring an event that is neither API Gateway nor EventBridge")
+        return {"status": "ignored"}
+
+
+def build_handler(
+    settings: Settings,
+    *,
+    generator: BeatGenerator | None = None,
+    listener: BeatListener | None = None,
+) -> StoryGenerator:
+    """Wire the story generator from `settings` (tests may replace the router or listener).
+
+    Without SESSION_TABLE_NAME the sessions and circuits are kept in memory (local
+    runs); events are published only when EVENTS_ENABLED.
+    """
+    router = build_router(settings)
+    table = settings.session_table_name
+    store: SessionStore = (
+        DynamoDBSessionStore(boto3.client("dynamodb", config=_DYNAMODB_CONFIG), table)
+        if table
+        else MemorySessionStore()
+    )
+    if listener is None:
+        listener = (
+            EventBridgePublisher(
+                boto3.client("events", config=_EVENTS_CONFIG), settings.event_bus_name
+            )
+            if settings.events_enabled
+            else NoEvents()
+        )
+    service = StoryService(store, generator or router, listener, settings.session_ttl_days)
+    return StoryGenerator(service, create_app(service, router, settings.environment))
+
+
+@functools.cache
+def _container() -> StoryGenerator:
+    """The per-container story generator, built from the environment on first use."""
+    return build_handler(load_settings(os.environ))
+
+
+# Responses hold readers' stories: they stay out of traces.
+@tracer.capture_lambda_handler(capture_response=False)
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """The Lambda handler (`story_generator.handler.lambda_handler`)."""
+    return _container()(event, context)

@@ -1,0 +1,132 @@
+"""What every provider client offers the router, and how it reports failures.
+
+A client turns a `GenerationRequest` into one call to its provider and the reply
+into a `Completion`, or raises `ProviderError` with one of a small set of
+`FailureKind`s. The router decides what to do from the kind's `category` alone,
+so no provider-specific status code or exception leaks past the client. The
+helpers at the end read fields out of a parsed JSON reply without trusting it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from ..generation import GenerationRequest
+from ..settings import ProviderSettings
+
+
+class FailureCategory(StrEnum):
+    """How the router reacts to a failure."""
+
+    UNHEALTHY = "unhealthy"
+    """Try the next provider; counts towards this provider's circuit breaker."""
+    MISCONFIGURED = "misconfigured"
+    """Try the next provider; skip this one for `misconfigured_cooldown_s`."""
+    REQUEST = "request"
+    """The request does not suit this provider; try the next, the circuit is untouched."""
+    SKIPPED = "skipped"
+    """The router did not call the provider at all."""
+
+
+class FailureKind(StrEnum):
+    """Why a provider produced no usable reply (reported to callers as the value)."""
+
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    THROTTLED = "throttled"
+    UNAVAILABLE = "unavailable"
+    MALFORMED = "malformed"
+    EMPTY = "empty"
+    TRUNCATED = "truncated"
+    UNAUTHORIZED = "unauthorized"
+    MODEL_NOT_FOUND = "model_not_found"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    CONTEXT_EXCEEDED = "context_exceeded"
+    BAD_REQUEST = "bad_request"
+    # Set by the router for providers it did not call.
+    CIRCUIT_OPEN = "circuit_open"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+
+    @property
+    def category(self) -> FailureCategory:
+        """How the router reacts to this kind of failure."""
+        return _CATEGORIES.get(self, FailureCategory.UNHEALTHY)
+
+
+_CATEGORIES = {
+    FailureKind.UNAUTHORIZED: FailureCategory.MISCONFIGURED,
+    FailureKind.MODEL_NOT_FOUND: FailureCategory.MISCONFIGURED,
+    FailureKind.QUOTA_EXHAUSTED: FailureCategory.MISCONFIGURED,
+    FailureKind.CONTEXT_EXCEEDED: FailureCategory.REQUEST,
+    FailureKind.BAD_REQUEST: FailureCategory.REQUEST,
+    FailureKind.CIRCUIT_OPEN: FailureCategory.SKIPPED,
+    FailureKind.DEADLINE_EXCEEDED: FailureCategory.SKIPPED,
+}
+
+
+class ProviderError(Exception):
+    """A provider call that produced no usable reply.
+
+    `retry_after_s` is the provider's own Retry-After (429/503/529 replies only).
+    """
+
+    def __init__(self, kind: FailureKind, message: str, retry_after_s: float | None = None):
+        super().__init__(f"{kind.value}: {message}")
+        self.kind = kind
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A provider's reply: its text, its token usage and whether it hit max_tokens."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    truncated: bool = False
+
+
+class Provider(Protocol):
+    """One configured model behind one API."""
+
+    @property
+    def settings(self) -> ProviderSettings:
+        """The provider's entry of AI_PROVIDER_CONFIG."""
+        ...
+
+    def complete(self, request: GenerationRequest, timeout_s: float) -> Completion:
+        """Call the provider once (no retries), within `timeout_s`.
+
+        Raises `ProviderError` for every failure the provider or the network causes.
+        """
+        ...
+
+
+def dig(data: object, *path: str | int) -> object:
+    """The value at `path` inside parsed JSON, or None when any step is missing."""
+    for step in path:
+        if isinstance(step, int) and isinstance(data, list) and -len(data) <= step < len(data):
+            data = data[step]
+        elif isinstance(step, str) and isinstance(data, dict):
+            data = data.get(step)
+        else:
+            return None
+    return data
+
+
+def token_count(data: object, *path: str | int) -> int:
+    """A token count from a reply's usage block (0 when the provider left it out)."""
+    value = dig(data, *path)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def joined_text(blocks: object) -> str:
+    """The text of a list of content blocks, joined (blocks without text are skipped)."""
+    if not isinstance(blocks, list):
+        raise ProviderError(
+            FailureKind.MALFORMED, f"the reply has no content list: {blocks!r:.200}"
+        )
+    return "".join(text for block in blocks if isinstance(text := dig(block, "text"), str))

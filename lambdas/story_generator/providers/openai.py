@@ -1,0 +1,63 @@
+"""OpenAI chat completions: POST {endpoint}/v1/chat/completions."""
+
+from __future__ import annotations
+
+from ..generation import GenerationRequest
+from ..settings import ProviderKind
+from .base import Completion, FailureKind, ProviderError, dig, token_count
+from .http import HttpProvider, JsonReply
+
+# OpenAI names these in `error.code` (or `error.type`); everything else is judged by status.
+_ERROR_CODES = {
+    "insufficient_quota": FailureKind.QUOTA_EXHAUSTED,
+    "billing_hard_limit_reached": FailureKind.QUOTA_EXHAUSTED,
+    "context_length_exceeded": FailureKind.CONTEXT_EXCEEDED,
+    "string_above_max_length": FailureKind.CONTEXT_EXCEEDED,
+    "model_not_found": FailureKind.MODEL_NOT_FOUND,
+    "invalid_api_key": FailureKind.UNAUTHORIZED,
+}
+
+
+class OpenAIProvider(HttpProvider):
+    """A chat model behind the OpenAI API (or an endpoint compatible with it)."""
+
+    kind = ProviderKind.OPENAI
+    default_endpoint = "https://api.openai.com"
+    path = "/v1/chat/completions"
+
+    def headers(self, key: str) -> dict[str, str]:
+        """Bearer authentication."""
+        return {"authorization": f"Bearer {key}"}
+
+    def payload(self, request: GenerationRequest) -> dict[str, object]:
+        """The system prompt as the first message, then the conversation."""
+        system = [{"role": "system", "content": request.system}] if request.system else []
+        return {
+            "model": self.settings.model,
+            "messages": system
+            + [{"role": message.role, "content": message.text} for message in request.messages],
+            # max_tokens is deprecated and refused by the reasoning models.
+            "max_completion_tokens": self.settings.max_tokens,
+            "temperature": self.settings.temperature,
+        }
+
+    def failure(self, reply: JsonReply) -> tuple[FailureKind | None, object]:
+        """`{"error": {"message", "type", "code"}}`."""
+        error = dig(reply.body, "error")
+        kind = _ERROR_CODES.get(str(dig(error, "code"))) or _ERROR_CODES.get(
+            str(dig(error, "type"))
+        )
+        return kind, dig(error, "message")
+
+    def completion(self, body: dict[str, object]) -> Completion:
+        """`choices[0].message.content`, `finish_reason` "length" when cut at max tokens."""
+        message = dig(body, "choices", 0, "message")
+        if not isinstance(message, dict):
+            raise ProviderError(FailureKind.MALFORMED, f"no choices[0].message in {body!r:.200}")
+        content = message.get("content")
+        return Completion(
+            text=content if isinstance(content, str) else "",
+            input_tokens=token_count(body, "usage", "prompt_tokens"),
+            output_tokens=token_count(body, "usage", "completion_tokens"),
+            truncated=dig(body, "choices", 0, "finish_reason") == "length",
+        )

@@ -1,0 +1,242 @@
+"""circuit.py: open after N failures, one half-open probe, state shared through DynamoDB.
+
+Time is a `FakeClock`: cool-downs pass by advancing it, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pytest
+
+from lambdas.story_generator.circuit import (
+    CircuitBreaker,
+    CircuitRecord,
+    CircuitState,
+    DynamoDBCircuitStore,
+    MemoryCircuitStore,
+)
+from lambdas.story_generator.generation import GenerationRequest, Message
+from lambdas.story_generator.providers import FailureKind
+from lambdas.story_generator.router import Router
+from lambdas.story_generator.settings import RouterSettings
+from tests.lambdas.fake_providers import FakeClock, FakeProvider, router_for
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+REQUEST = GenerationRequest("", (Message("user", "Begin."),))
+MOCK = {"name": "mock", "kind": "mock", "priority": 50}
+SETTINGS = RouterSettings(
+    circuit_failure_threshold=3,
+    circuit_cooldown_s=30,
+    misconfigured_cooldown_s=300,
+    circuit_cache_s=2,
+)
+ROUTER_CONFIG = {"circuit_failure_threshold": 2, "circuit_cooldown_s": 30, "circuit_cache_s": 2}
+
+
+def breaker(
+    store: MemoryCircuitStore | DynamoDBCircuitStore,
+    clock: FakeClock,
+    names: Sequence[str] = ("p",),
+) -> CircuitBreaker:
+    return CircuitBreaker(store, names, SETTINGS, clock=clock)
+
+
+def fail(circuit: CircuitBreaker, times: int, kind: FailureKind = FailureKind.UNAVAILABLE) -> None:
+    for _ in range(times):
+        circuit.record_failure("p", kind)
+
+
+def assert_open_for(circuit: CircuitBreaker, clock: FakeClock, seconds: float) -> None:
+    """`p` is skipped for `seconds`, then probed."""
+    assert not circuit.allow("p")
+    clock.advance(seconds - 1)
+    assert not circuit.allow("p"), "still cooling down"
+    clock.advance(2)
+    assert circuit.allow("p"), "cooled down: the probe goes through"
+
+
+def test_a_circuit_opens_at_the_threshold_of_consecutive_failures() -> None:
+    circuit = breaker(MemoryCircuitStore(), FakeClock())
+
+    fail(circuit, 2)
+    assert circuit.allow("p"), "2 failures of 3: still closed"
+    fail(circuit, 1)
+
+    assert not circuit.allow("p")
+    assert circuit.states() == {"p": CircuitState.OPEN}
+
+
+def test_a_success_resets_the_consecutive_count() -> None:
+    circuit = breaker(MemoryCircuitStore(), FakeClock())
+
+    fail(circuit, 2)
+    circuit.record_success("p")
+    fail(circuit, 2)
+
+    assert circuit.allow("p")
+
+
+def test_after_the_cooldown_exactly_one_probe_is_let_through() -> None:
+    clock = FakeClock()
+    circuit = breaker(MemoryCircuitStore(), clock)
+    fail(circuit, 3)
+
+    clock.advance(29.9)
+    assert not circuit.allow("p"), "still cooling down"
+    clock.advance(0.2)
+
+    assert circuit.states() == {"p": CircuitState.HALF_OPEN}
+    assert circuit.allow("p"), "the probe"
+    assert not circuit.allow("p"), "only one probe at a time"
+
+
+def probing(clock: FakeClock) -> CircuitBreaker:
+    """A breaker whose circuit `p` opened, cooled down and let its probe through."""
+    circuit = breaker(MemoryCircuitStore(), clock)
+    fail(circuit, 3)
+    clock.advance(31)
+    assert circuit.allow("p")
+    return circuit
+
+
+def test_a_successful_probe_closes_the_circuit() -> None:
+    circuit = probing(FakeClock())
+
+    circuit.record_success("p")
+
+    assert circuit.states() == {"p": CircuitState.CLOSED}
+    assert circuit.allow("p") and circuit.allow("p")
+
+
+def test_a_failed_probe_opens_the_circuit_for_another_cooldown() -> None:
+    clock = FakeClock()
+    circuit = probing(clock)
+
+    fail(circuit, 1)
+
+    assert_open_for(circuit, clock, 30)
+
+
+def test_a_misconfigured_provider_opens_at_once_for_the_longer_cooldown() -> None:
+    clock = FakeClock()
+    circuit = breaker(MemoryCircuitStore(), clock)
+
+    fail(circuit, 1, FailureKind.UNAUTHORIZED)
+
+    assert_open_for(circuit, clock, 300)
+
+
+def test_retry_after_is_the_wait_until_the_earliest_probe_and_at_least_one_second() -> None:
+    clock = FakeClock()
+    circuit = breaker(MemoryCircuitStore(), clock, names=("p", "q"))
+    fail(circuit, 3)
+    circuit.record_failure("q", FailureKind.QUOTA_EXHAUSTED)
+    clock.advance(10)
+
+    assert circuit.retry_after_s() == pytest.approx(20)
+    clock.advance(19.5)
+    assert circuit.retry_after_s() == 1.0
+
+
+def test_the_router_skips_an_open_circuit_and_probes_it_after_the_cooldown(
+    fake_openai: FakeProvider,
+) -> None:
+    fake_openai.fail(500, "", "Down")
+    clock = FakeClock()
+    router = router_for(fake_openai.entry(), MOCK, clock=clock, router=ROUTER_CONFIG)
+
+    for _ in range(3):
+        router.generate(REQUEST, str)
+    assert len(fake_openai.requests) == 2, "open after 2 failures: the third call skips it"
+
+    fake_openai.reply()
+    clock.advance(31)
+    _, probe = router.generate(REQUEST, str)
+    _, after = router.generate(REQUEST, str)
+
+    assert (probe.provider, after.provider) == ("openai", "openai"), "probe succeeded: closed"
+    assert router.circuit_states() == {"openai": CircuitState.CLOSED, "mock": CircuitState.CLOSED}
+
+
+def test_circuit_state_is_shared_by_containers_through_the_session_table(
+    session_table: str, dynamodb: DynamoDBClient, fake_openai: FakeProvider
+) -> None:
+    fake_openai.fail(503, "", "Down")
+    clock = FakeClock()
+
+    def container() -> Router:
+        store = DynamoDBCircuitStore(session_table, dynamodb)
+        return router_for(fake_openai.entry(), MOCK, store=store, clock=clock, router=ROUTER_CONFIG)
+
+    first, second = container(), container()
+    for _ in range(2):
+        first.generate(REQUEST, str)
+
+    _, generation = second.generate(REQUEST, str)
+
+    assert len(fake_openai.requests) == 2, "the second container never called the open provider"
+    assert generation.provider == "mock"
+    item = dynamodb.get_item(
+        TableName=session_table,
+        Key={"session_id": {"S": "circuit#openai"}, "timestamp": {"N": "0"}},
+    )["Item"]
+    assert item["failures"] == {"N": "2"} and "expires_at" in item, "TTL set on circuit items"
+
+    fake_openai.reply()
+    clock.advance(31)
+    second.generate(REQUEST, str)  # the probe closes the circuit
+    clock.advance(2.1)  # the first container's cache expires
+
+    assert first.circuit_states()["openai"] is CircuitState.CLOSED
+
+
+def test_only_one_container_wins_the_half_open_probe(
+    session_table: str, dynamodb: DynamoDBClient
+) -> None:
+    clock = FakeClock()
+    first = breaker(DynamoDBCircuitStore(session_table, dynamodb), clock)
+    second = breaker(DynamoDBCircuitStore(session_table, dynamodb), clock)
+    fail(first, 3)
+    clock.advance(31)
+
+    assert [first.allow("p"), second.allow("p")] == [True, False]
+
+
+def test_the_cache_saves_reads_for_circuit_cache_s() -> None:
+    reads: list[Sequence[str]] = []
+
+    class CountingStore(MemoryCircuitStore):
+        def load(self, names: Sequence[str]) -> dict[str, CircuitRecord]:
+            reads.append(names)
+            return super().load(names)
+
+    clock = FakeClock()
+    circuit = breaker(CountingStore(), clock, names=("p", "q"))
+
+    for _ in range(5):
+        circuit.allow("p")
+        circuit.allow("q")
+    clock.advance(2)
+    circuit.allow("p")
+
+    assert len(reads) == 2, "one read for every provider per cache period"
+
+
+def test_a_failing_circuit_store_never_fails_a_generation(
+    dynamodb: DynamoDBClient, fake_openai: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_openai.fail(503, "", "Down")
+    missing_table = DynamoDBCircuitStore("no-such-table", dynamodb)
+    router = router_for(fake_openai.entry(), MOCK, store=missing_table, router=ROUTER_CONFIG)
+
+    with caplog.at_level(logging.WARNING):
+        results = [router.generate(REQUEST, str)[1].provider for _ in range(3)]
+
+    assert results == ["mock"] * 3
+    assert "circuit store failed" in caplog.text
+    assert len(fake_openai.requests) == 2, "the circuit still opened, on local state"

@@ -1,0 +1,88 @@
+"""The Lambda entry point: dispatch by event shape, configuration from the environment."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import boto3
+import pytest
+
+from lambdas.devserver import LocalContext, proxy_event
+from lambdas.story_generator import handler as handler_module
+from lambdas.story_generator.settings import ConfigurationError, load_settings
+from tests.lambdas.story_doubles import invoke
+
+
+@pytest.fixture
+def fresh_container(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An empty per-container cache, as in a new Lambda container."""
+    for name in ("SESSION_TABLE_NAME", "AI_PROVIDER_CONFIG", "EVENTS_ENABLED"):
+        monkeypatch.delenv(name, raising=False)
+    handler_module._container.cache_clear()
+    yield
+    handler_module._container.cache_clear()
+
+
+def api_event(method: str, path: str, body: object = None) -> dict[str, object]:
+    data = b"" if body is None else json.dumps(body).encode()
+    return proxy_event(method, path, [("Content-Type", "application/json")], data)
+
+
+def test_lambda_handler_serves_the_api_from_the_environment(
+    fresh_container: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "staging")
+    started = handler_module.lambda_handler(
+        api_event("POST", "/stories", {"user_id": "u1", "genre": "comedy"}), LocalContext()
+    )
+    assert started["statusCode"] == 201
+    session_id = json.loads(started["body"])["session_id"]
+    fetched = handler_module.lambda_handler(
+        api_event("GET", f"/stories/{session_id}"), LocalContext()
+    )
+    assert fetched["statusCode"] == 200, "the second invocation reuses the container's store"
+    health = json.loads(
+        handler_module.lambda_handler(api_event("GET", "/health"), LocalContext())["body"]
+    )
+    assert health["environment"] == "staging"
+
+
+def test_container_is_built_once(fresh_container: None) -> None:
+    assert handler_module._container() is handler_module._container()
+
+
+def test_bad_configuration_names_the_variable(
+    fresh_container: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SESSION_TTL_DAYS", "0")
+    with pytest.raises(ConfigurationError, match="SESSION_TTL_DAYS"):
+        handler_module.lambda_handler(api_event("GET", "/health"), LocalContext())
+
+
+@pytest.mark.parametrize("event", [{}, {"Records": []}, {"source": "aws.events"}])
+def test_events_of_other_shapes_are_ignored(
+    fresh_container: None, event: dict[str, object]
+) -> None:
+    assert handler_module.lambda_handler(event, LocalContext()) == {"status": "ignored"}
+
+
+def test_without_a_table_sessions_stay_in_memory() -> None:
+    generator = handler_module.build_handler(load_settings({}))
+    reply = invoke(generator, "POST", "/stories", {"user_id": "u1", "genre": "comedy"})
+    assert reply.status == 201
+    other = handler_module.build_handler(load_settings({}))
+    assert invoke(other, "GET", f"/stories/{reply.body['session_id']}").status == 404, (
+        "each container has its own memory"
+    )
+
+
+def test_with_a_table_sessions_go_to_dynamodb(session_table: str) -> None:
+    generator = handler_module.build_handler(load_settings({"SESSION_TABLE_NAME": session_table}))
+    reply = invoke(generator, "POST", "/stories", {"user_id": "u1", "genre": "comedy"})
+    items = boto3.client("dynamodb").query(
+        TableName=session_table,
+        KeyConditionExpression="session_id = :id",
+        ExpressionAttributeValues={":id": {"S": reply.body["session_id"]}},
+    )["Items"]
+    assert len(items) == 2, "the header and the opening beat"

@@ -1,0 +1,323 @@
+"""The provider clients against fake OpenAI, Anthropic and Bedrock servers.
+
+Each client must speak its provider's wire format and turn every failure into
+the right `FailureKind`: the router decides from the kind alone.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from lambdas.story_generator.generation import GenerationRequest, Message
+from lambdas.story_generator.providers import FailureKind, Provider, ProviderError, build_providers
+from lambdas.story_generator.providers.base import FailureCategory
+from tests.lambdas.fake_providers import FakeProvider, Kind, settings_for
+
+REQUEST = GenerationRequest(
+    "You narrate.", (Message("user", "Begin."), Message("assistant", "{}"), Message("user", "Go"))
+)
+MakeFake = Callable[[Kind], FakeProvider]
+
+
+def client(fake: FakeProvider, **fields: Any) -> Provider:
+    (provider,) = build_providers(settings_for(fake.entry(**fields)))
+    return provider
+
+
+def failure_of(provider: Provider, timeout_s: float = 5.0) -> ProviderError:
+    with pytest.raises(ProviderError) as raised:
+        provider.complete(REQUEST, timeout_s)
+    return raised.value
+
+
+# (provider kind, status, code, message, expected kind)
+STATUS_FAILURES = [
+    ("openai", 429, "rate_limit_exceeded", "Rate limit reached", FailureKind.THROTTLED),
+    ("openai", 429, "insufficient_quota", "You exceeded your quota", FailureKind.QUOTA_EXHAUSTED),
+    (
+        "openai",
+        400,
+        "context_length_exceeded",
+        "maximum context length",
+        FailureKind.CONTEXT_EXCEEDED,
+    ),
+    ("openai", 400, "invalid_value", "bad temperature", FailureKind.BAD_REQUEST),
+    ("openai", 401, "invalid_api_key", "Incorrect API key", FailureKind.UNAUTHORIZED),
+    ("openai", 403, "unsupported_country", "Not supported", FailureKind.UNAUTHORIZED),
+    ("openai", 404, "model_not_found", "The model does not exist", FailureKind.MODEL_NOT_FOUND),
+    ("openai", 408, "", "Request timeout", FailureKind.TIMEOUT),
+    ("openai", 500, "server_error", "Internal error", FailureKind.UNAVAILABLE),
+    ("openai", 502, "", "Bad gateway", FailureKind.UNAVAILABLE),
+    ("openai", 503, "", "Overloaded", FailureKind.UNAVAILABLE),
+    ("anthropic", 529, "overloaded_error", "Overloaded", FailureKind.UNAVAILABLE),
+    ("anthropic", 429, "rate_limit_error", "Rate limited", FailureKind.THROTTLED),
+    ("anthropic", 500, "api_error", "Internal", FailureKind.UNAVAILABLE),
+    (
+        "anthropic",
+        400,
+        "invalid_request_error",
+        "prompt is too long: 345320 tokens > 199999 maximum",
+        FailureKind.CONTEXT_EXCEEDED,
+    ),
+    (
+        "anthropic",
+        400,
+        "invalid_request_error",
+        "Your credit balance is too low to access the Anthropic API.",
+        FailureKind.QUOTA_EXHAUSTED,
+    ),
+    (
+        "anthropic",
+        400,
+        "invalid_request_error",
+        "messages: field required",
+        FailureKind.BAD_REQUEST,
+    ),
+    ("anthropic", 401, "authentication_error", "invalid x-api-key", FailureKind.UNAUTHORIZED),
+    ("anthropic", 402, "billing_error", "Billing", FailureKind.QUOTA_EXHAUSTED),
+    ("anthropic", 403, "permission_error", "No access", FailureKind.UNAUTHORIZED),
+    ("anthropic", 404, "not_found_error", "model: claude-test", FailureKind.MODEL_NOT_FOUND),
+    ("anthropic", 413, "request_too_large", "Request too large", FailureKind.CONTEXT_EXCEEDED),
+    ("bedrock", 429, "ThrottlingException", "Too many requests", FailureKind.THROTTLED),
+    ("bedrock", 400, "ServiceQuotaExceededException", "Quota", FailureKind.THROTTLED),
+    ("bedrock", 429, "ModelNotReadyException", "Model not ready", FailureKind.UNAVAILABLE),
+    ("bedrock", 408, "ModelTimeoutException", "Model timed out", FailureKind.TIMEOUT),
+    ("bedrock", 503, "ServiceUnavailableException", "Unavailable", FailureKind.UNAVAILABLE),
+    ("bedrock", 500, "InternalServerException", "Internal", FailureKind.UNAVAILABLE),
+    ("bedrock", 424, "ModelErrorException", "Model error", FailureKind.UNAVAILABLE),
+    (
+        "bedrock",
+        400,
+        "ValidationException",
+        "Input is too long for requested model.",
+        FailureKind.CONTEXT_EXCEEDED,
+    ),
+    (
+        "bedrock",
+        400,
+        "ValidationException",
+        "The provided model identifier is invalid.",
+        FailureKind.MODEL_NOT_FOUND,
+    ),
+    ("bedrock", 400, "ValidationException", "Malformed input request", FailureKind.BAD_REQUEST),
+    ("bedrock", 403, "AccessDeniedException", "Not authorized", FailureKind.UNAUTHORIZED),
+    ("bedrock", 404, "ResourceNotFoundException", "Model not found", FailureKind.MODEL_NOT_FOUND),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "code", "message", "expected"),
+    STATUS_FAILURES,
+    ids=[f"{kind}-{status}-{code or 'no-code'}" for kind, status, code, *_ in STATUS_FAILURES],
+)
+def test_each_error_reply_maps_to_its_failure_kind(
+    fake_provider: MakeFake,
+    kind: Kind,
+    status: int,
+    code: str,
+    message: str,
+    expected: FailureKind,
+) -> None:
+    fake = fake_provider(kind).fail(status, code, message)
+
+    error = failure_of(client(fake))
+
+    assert error.kind is expected, f"HTTP {status} {code} {message!r} -> {error}"
+    assert error.retry_after_s is None, "no Retry-After header was sent"
+    assert len(fake.requests) == 1, "the SDKs' own retries are off: the router decides"
+
+
+def test_anthropic_spend_cap_is_misconfiguration_not_a_rate_limit(
+    fake_anthropic: FakeProvider,
+) -> None:
+    fake_anthropic.fail(
+        429,
+        "rate_limit_error",
+        "Spend limit reached",
+        error_fields={"details": {"error_code": "enforced_spend_limit_reached"}},
+    )
+
+    error = failure_of(client(fake_anthropic))
+
+    assert error.kind is FailureKind.QUOTA_EXHAUSTED, "waiting does not lift a spend cap"
+    assert error.kind.category is FailureCategory.MISCONFIGURED
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "bedrock"])
+def test_a_server_that_never_answers_is_a_timeout(fake_provider: MakeFake, kind: Kind) -> None:
+    fake = fake_provider(kind).hang()
+
+    assert failure_of(client(fake, timeout_s=0.3), timeout_s=0.3).kind is FailureKind.TIMEOUT
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("openai", FailureKind.CONNECTION),
+        ("anthropic", FailureKind.CONNECTION),
+        # botocore reads the truncated body without complaint; its parser then finds no output.
+        ("bedrock", FailureKind.MALFORMED),
+    ],
+)
+def test_a_connection_closed_mid_reply_is_unhealthy(
+    fake_provider: MakeFake, kind: Kind, expected: FailureKind
+) -> None:
+    fake = fake_provider(kind).close_mid_reply()
+
+    error = failure_of(client(fake))
+
+    assert error.kind is expected
+    assert error.kind.category is FailureCategory.UNHEALTHY
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "bedrock"])
+def test_a_refused_connection_is_a_connection_failure(fake_provider: MakeFake, kind: Kind) -> None:
+    fake = fake_provider(kind)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+
+    error = failure_of(client(fake, endpoint_url=f"http://127.0.0.1:{closed_port}"))
+
+    assert error.kind is FailureKind.CONNECTION
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "bedrock"])
+@pytest.mark.parametrize("body", [b"<html>gateway</html>", b'{"unexpected": true}'])
+def test_a_200_reply_that_is_not_the_api_format_is_malformed(
+    fake_provider: MakeFake, kind: Kind, body: bytes
+) -> None:
+    fake = fake_provider(kind).send(200, body)
+
+    assert failure_of(client(fake)).kind is FailureKind.MALFORMED
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "bedrock"])
+def test_a_reply_cut_at_max_tokens_is_marked_truncated(fake_provider: MakeFake, kind: Kind) -> None:
+    fake = fake_provider(kind).reply("half a sto", truncated=True)
+
+    completion = client(fake).complete(REQUEST, 5.0)
+
+    assert completion.truncated, "finish_reason length / stop_reason max_tokens"
+    assert completion.text == "half a sto"
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "bedrock"])
+def test_a_completion_carries_text_and_token_usage(fake_provider: MakeFake, kind: Kind) -> None:
+    fake = fake_provider(kind).reply("Once.", input_tokens=101, output_tokens=7)
+
+    completion = client(fake).complete(REQUEST, 5.0)
+
+    assert (completion.text, completion.input_tokens, completion.output_tokens) == ("Once.", 101, 7)
+    assert not completion.truncated
+
+
+def test_openai_request_wire_format(fake_openai: FakeProvider) -> None:
+    client(fake_openai, max_tokens=321, temperature=0.4).complete(REQUEST, 5.0)
+
+    (received,) = fake_openai.requests
+    assert received.path == "/v1/chat/completions"
+    assert received.headers["authorization"] == "Bearer sk-test"
+    assert received.body == {
+        "model": "gpt-test",
+        "messages": [
+            {"role": "system", "content": "You narrate."},
+            {"role": "user", "content": "Begin."},
+            {"role": "assistant", "content": "{}"},
+            {"role": "user", "content": "Go"},
+        ],
+        "max_completion_tokens": 321,
+        "temperature": 0.4,
+    }
+
+
+def test_anthropic_request_wire_format(fake_anthropic: FakeProvider) -> None:
+    client(fake_anthropic, max_tokens=321, temperature=0.4).complete(REQUEST, 5.0)
+
+    (received,) = fake_anthropic.requests
+    assert received.path == "/v1/messages"
+    assert received.headers["x-api-key"] == "sk-ant-test"
+    assert received.headers["anthropic-version"] == "2023-06-01"
+    assert received.body == {
+        "model": "claude-test",
+        "max_tokens": 321,
+        "temperature": 0.4,
+        "system": "You narrate.",
+        "messages": [
+            {"role": "user", "content": "Begin."},
+            {"role": "assistant", "content": "{}"},
+            {"role": "user", "content": "Go"},
+        ],
+    }
+
+
+def test_bedrock_request_is_a_signed_converse_call(fake_bedrock: FakeProvider) -> None:
+    client(fake_bedrock, max_tokens=321, temperature=0.4).complete(REQUEST, 5.0)
+
+    (received,) = fake_bedrock.requests
+    assert received.path == "/model/anthropic.claude-test:0/converse"
+    assert received.headers["authorization"].startswith("AWS4-HMAC-SHA256")
+    assert received.body == {
+        "messages": [
+            {"role": "user", "content": [{"text": "Begin."}]},
+            {"role": "assistant", "content": [{"text": "{}"}]},
+            {"role": "user", "content": [{"text": "Go"}]},
+        ],
+        "system": [{"text": "You narrate."}],
+        "inferenceConfig": {"maxTokens": 321, "temperature": 0.4},
+    }
+
+
+def test_bedrock_stop_reason_context_window_exceeded_is_a_context_failure(
+    fake_bedrock: FakeProvider,
+) -> None:
+    body = b'{"output": {"message": {"role": "assistant", "content": []}}, "stopReason": '
+    fake_bedrock.send(200, body + b'"model_context_window_exceeded", "usage": {}}')
+
+    assert failure_of(client(fake_bedrock)).kind is FailureKind.CONTEXT_EXCEEDED
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "bedrock"])
+def test_an_empty_system_prompt_is_left_out(fake_provider: MakeFake, kind: Kind) -> None:
+    fake = fake_provider(kind)
+
+    client(fake).complete(GenerationRequest("", (Message("user", "Go"),)), 5.0)
+
+    body = fake.requests[0].body
+    assert "system" not in body and all(m["role"] != "system" for m in body["messages"])
+
+
+def test_an_endpoint_given_with_its_version_segment_is_not_doubled(
+    fake_openai: FakeProvider,
+) -> None:
+    client(fake_openai, endpoint_url=f"{fake_openai.url}/v1/").complete(REQUEST, 5.0)
+
+    assert fake_openai.requests[0].path == "/v1/chat/completions"
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "code", "headers", "expected"),
+    [
+        ("openai", 429, "rate_limit_exceeded", {"retry-after": "1"}, 1.0),
+        ("openai", 429, "rate_limit_exceeded", {"retry-after-ms": "250"}, 0.25),
+        ("anthropic", 529, "overloaded_error", {"retry-after": "3"}, 3.0),
+        ("anthropic", 500, "api_error", {"retry-after": "3"}, None),
+        ("bedrock", 429, "ThrottlingException", {"Retry-After": "2"}, 2.0),
+        ("bedrock", 500, "InternalServerException", {"Retry-After": "2"}, None),
+    ],
+)
+def test_retry_after_is_read_from_429_503_and_529_replies_only(
+    fake_provider: MakeFake,
+    kind: Kind,
+    status: int,
+    code: str,
+    headers: dict[str, str],
+    expected: float | None,
+) -> None:
+    fake = fake_provider(kind).fail(status, code, "slow down", headers=headers)
+
+    assert failure_of(client(fake)).retry_after_s == expected

@@ -1,0 +1,499 @@
+"""router.py: fallback by failure category, one deadline, Retry-After, context windows, hedging.
+
+The providers are fake servers on 127.0.0.1; timings are never asserted except as
+generous upper bounds that prove a deadline held.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from lambdas.story_generator.circuit import CircuitRecord, MemoryCircuitStore
+from lambdas.story_generator.errors import BadRequest, NoProviderAvailable
+from lambdas.story_generator.generation import GenerationRequest, Message
+from tests.lambdas.fake_providers import (
+    BEAT,
+    FakeClock,
+    FakeProvider,
+    Kind,
+    accept_json,
+    emf_documents,
+    router_for,
+)
+
+REQUEST = GenerationRequest("You narrate.", (Message("user", "Begin the story."),))
+MOCK = {"name": "mock", "kind": "mock", "priority": 50}
+MakeFake = Callable[[Kind], FakeProvider]
+
+
+def record(store: MemoryCircuitStore, name: str) -> CircuitRecord:
+    return store.load([name])[name]
+
+
+# The same kind of failure, in each provider's own words.
+FAILURES: dict[str, dict[Kind, Callable[[FakeProvider], object]]] = {
+    "server-error": {
+        "openai": lambda fake: fake.fail(503, "", "Service unavailable"),
+        "anthropic": lambda fake: fake.fail(529, "overloaded_error", "Overloaded"),
+        "bedrock": lambda fake: fake.fail(503, "ServiceUnavailableException", "Unavailable"),
+    },
+    "throttled": {
+        "openai": lambda fake: fake.fail(429, "rate_limit_exceeded", "Slow down"),
+        "anthropic": lambda fake: fake.fail(429, "rate_limit_error", "Slow down"),
+        "bedrock": lambda fake: fake.fail(429, "ThrottlingException", "Slow down"),
+    },
+    "unauthorized": {
+        "openai": lambda fake: fake.fail(401, "invalid_api_key", "Bad key"),
+        "anthropic": lambda fake: fake.fail(401, "authentication_error", "Bad key"),
+        "bedrock": lambda fake: fake.fail(403, "AccessDeniedException", "Denied"),
+    },
+    "model-not-found": {
+        "openai": lambda fake: fake.fail(404, "model_not_found", "No such model"),
+        "anthropic": lambda fake: fake.fail(404, "not_found_error", "No such model"),
+        "bedrock": lambda fake: fake.fail(404, "ResourceNotFoundException", "No such model"),
+    },
+    "quota": {
+        "openai": lambda fake: fake.fail(429, "insufficient_quota", "Out of quota"),
+        "anthropic": lambda fake: fake.fail(402, "billing_error", "Out of credit"),
+    },
+    "context": {
+        "openai": lambda fake: fake.fail(400, "context_length_exceeded", "Too long"),
+        "anthropic": lambda fake: fake.fail(400, "invalid_request_error", "prompt is too long"),
+        "bedrock": lambda fake: fake.fail(400, "ValidationException", "Input is too long"),
+    },
+    "truncated": dict.fromkeys(
+        ("openai", "anthropic", "bedrock"), lambda f: f.reply(truncated=True)
+    ),
+    "empty": dict.fromkeys(("openai", "anthropic", "bedrock"), lambda f: f.reply("  ")),
+    "malformed": dict.fromkeys(("openai", "anthropic", "bedrock"), lambda f: f.reply("Once upon")),
+    "closed-mid-reply": dict.fromkeys(
+        ("openai", "anthropic", "bedrock"), lambda f: f.close_mid_reply()
+    ),
+}
+UNHEALTHY = ["server-error", "throttled", "truncated", "empty", "malformed", "closed-mid-reply"]
+MISCONFIGURED = ["unauthorized", "model-not-found", "quota"]
+
+
+def cases(*failures: str) -> list[Any]:
+    """(failure, provider kind) parameters: of `failures`, or all."""
+    return [
+        pytest.param(failure, kind, id=f"{failure}-{kind}")
+        for failure, by_kind in FAILURES.items()
+        for kind in by_kind
+        if not failures or failure in failures
+    ]
+
+
+def failing(fake_provider: MakeFake, failure: str, kind: Kind) -> FakeProvider:
+    """A fake `kind` provider that fails with `failure` in its own words."""
+    fake = fake_provider(kind)
+    FAILURES[failure][kind](fake)
+    return fake
+
+
+@pytest.mark.parametrize(("failure", "kind"), cases())
+def test_every_failure_moves_on_to_the_next_provider(
+    fake_provider: MakeFake, failure: str, kind: Kind
+) -> None:
+    fake = failing(fake_provider, failure, kind)
+    router = router_for(fake.entry(priority=1), MOCK)
+
+    beat, generation = router.generate(REQUEST, accept_json)
+
+    assert generation.provider == "mock" and generation.fallback
+    assert set(beat) == {"text", "choices"}
+    assert len(fake.requests) == 1, "no provider is called twice without a Retry-After"
+
+
+@pytest.mark.parametrize(("failure", "kind"), cases(*UNHEALTHY))
+def test_an_unhealthy_provider_counts_one_failure_towards_its_circuit(
+    fake_provider: MakeFake, failure: str, kind: Kind
+) -> None:
+    fake = failing(fake_provider, failure, kind)
+    store = MemoryCircuitStore()
+
+    router_for(fake.entry(), MOCK, store=store).generate(REQUEST, accept_json)
+
+    circuit = record(store, kind)
+    assert circuit.failures == 1 and not circuit.open_until, "below the threshold it stays closed"
+
+
+@pytest.mark.parametrize(("failure", "kind"), cases(*MISCONFIGURED))
+def test_a_misconfigured_provider_is_skipped_for_the_longer_cooldown(
+    fake_provider: MakeFake, failure: str, kind: Kind
+) -> None:
+    fake = failing(fake_provider, failure, kind)
+    clock = FakeClock()
+    store = MemoryCircuitStore()
+    router = router_for(
+        fake.entry(), MOCK, store=store, clock=clock, router={"misconfigured_cooldown_s": 600}
+    )
+
+    router.generate(REQUEST, accept_json)
+    clock.advance(599)
+    _, generation = router.generate(REQUEST, accept_json)
+
+    assert record(store, kind).open_until == pytest.approx(clock.now - 599 + 600)
+    assert len(fake.requests) == 1, "skipped at once, without waiting for the threshold"
+    assert generation.provider == "mock"
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "bedrock"])
+def test_a_prompt_too_long_for_one_provider_leaves_its_circuit_alone(
+    fake_provider: MakeFake, kind: Kind
+) -> None:
+    fake = failing(fake_provider, "context", kind)
+    store = MemoryCircuitStore()
+
+    router_for(fake.entry(), MOCK, store=store).generate(REQUEST, accept_json)
+
+    assert record(store, kind) == CircuitRecord(), "the provider is healthy; the prompt was long"
+
+
+def test_the_first_provider_answers_when_it_is_healthy(
+    fake_openai: FakeProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_openai.reply(BEAT, input_tokens=1000, output_tokens=500)
+
+    beat, generation = router_for(fake_openai.entry(), MOCK).generate(REQUEST, accept_json)
+
+    assert beat == json.loads(BEAT)
+    assert (generation.provider, generation.model, generation.fallback) == (
+        "openai",
+        "gpt-test",
+        False,
+    )
+    assert (generation.input_tokens, generation.output_tokens) == (1000, 500)
+    assert generation.cost_usd == pytest.approx(0.003 + 0.0075)
+    (document,) = emf_documents(capsys.readouterr().out)
+    assert (document["Success"], document["Failure"], document["Fallback"]) == ([1.0], [0.0], [0.0])
+
+
+def test_a_hanging_provider_costs_only_its_timeout(
+    fake_openai: FakeProvider, fake_anthropic: FakeProvider
+) -> None:
+    fake_openai.hang()
+    store = MemoryCircuitStore()
+    router = router_for(
+        fake_openai.entry(timeout_s=0.5), fake_anthropic.entry(priority=2), store=store
+    )
+
+    started = time.monotonic()
+    _, generation = router.generate(REQUEST, accept_json)
+
+    assert time.monotonic() - started < 5, "the hang cost its 0.5 s timeout, not more"
+    assert generation.provider == "anthropic" and generation.fallback
+    assert record(store, "openai").last_failure == "timeout"
+    assert len(fake_openai.requests) == 1, "a timeout is never retried on the same provider"
+
+
+def test_a_provider_dribbling_bytes_is_abandoned_at_its_timeout(
+    fake_openai: FakeProvider, fake_anthropic: FakeProvider
+) -> None:
+    # Each byte arrives well within the socket timeout: only the worker thread's deadline helps.
+    fake_openai.dribble()
+    router = router_for(fake_openai.entry(timeout_s=0.5), fake_anthropic.entry(priority=2))
+
+    started = time.monotonic()
+    _, generation = router.generate(REQUEST, accept_json)
+
+    assert time.monotonic() - started < 5
+    assert generation.provider == "anthropic"
+
+
+def test_the_whole_call_holds_its_deadline(fake_provider: MakeFake) -> None:
+    fakes = [fake_provider(kind).hang() for kind in ("openai", "anthropic", "bedrock")]
+    entries = [fake.entry(priority=i + 1, timeout_s=20) for i, fake in enumerate(fakes)]
+    router = router_for(*entries, router={"deadline_s": 1.0})
+
+    started = time.monotonic()
+    with pytest.raises(NoProviderAvailable) as raised:
+        router.generate(REQUEST, accept_json)
+
+    assert time.monotonic() - started < 5, "deadline 1 s: the 20 s timeouts were cut short"
+    assert raised.value.failures == {
+        "openai": "timeout",
+        "anthropic": "deadline_exceeded",
+        "bedrock": "deadline_exceeded",
+    }
+
+
+def test_a_slow_success_after_a_slow_failure_is_kept(
+    fake_openai: FakeProvider, fake_anthropic: FakeProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_openai.fail(503, "", "Overloaded", delay_s=0.2)
+    fake_anthropic.reply(delay_s=0.2)
+    router = router_for(fake_openai.entry(), fake_anthropic.entry(priority=2))
+
+    _, generation = router.generate(REQUEST, accept_json)
+
+    assert generation.provider == "anthropic" and generation.fallback
+    failure, success = emf_documents(capsys.readouterr().out)
+    assert (failure["Provider"], failure["Failure"], failure["FailureKind"]) == (
+        "openai",
+        [1.0],
+        "unavailable",
+    )
+    assert (success["Provider"], success["Success"], success["Fallback"]) == (
+        "anthropic",
+        [1.0],
+        [1.0],
+    )
+
+
+def test_when_every_provider_fails_the_error_names_each_failure(fake_provider: MakeFake) -> None:
+    openai = fake_provider("openai").fail(503, "", "Down")
+    anthropic = fake_provider("anthropic").fail(401, "authentication_error", "Bad key")
+    bedrock = fake_provider("bedrock").fail(429, "ThrottlingException", "Slow down")
+    router = router_for(openai.entry(), anthropic.entry(priority=2), bedrock.entry(priority=3))
+
+    with pytest.raises(NoProviderAvailable) as raised:
+        router.generate(REQUEST, accept_json)
+
+    error = raised.value
+    assert error.status == 503
+    assert error.failures == {
+        "openai": "unavailable",
+        "anthropic": "unauthorized",
+        "bedrock": "throttled",
+    }
+    assert error.retry_after_s == 1.0, "two circuits are still closed: retry soon"
+
+
+def test_retry_after_is_the_time_until_the_earliest_circuit_probe(fake_provider: MakeFake) -> None:
+    openai = fake_provider("openai").fail(500, "", "Down")
+    anthropic = fake_provider("anthropic").fail(401, "authentication_error", "Bad key")
+    clock = FakeClock()
+    router = router_for(
+        openai.entry(),
+        anthropic.entry(priority=2),
+        clock=clock,
+        router={"circuit_failure_threshold": 1, "circuit_cooldown_s": 40},
+    )
+    with pytest.raises(NoProviderAvailable):
+        router.generate(REQUEST, accept_json)
+    clock.advance(10)
+
+    with pytest.raises(NoProviderAvailable) as raised:
+        router.generate(REQUEST, accept_json)
+
+    assert raised.value.failures == {"openai": "circuit_open", "anthropic": "circuit_open"}
+    assert raised.value.retry_after_s == pytest.approx(30), "openai probes again in 40 - 10 s"
+
+
+def test_a_short_retry_after_is_honoured_once_on_the_same_provider(
+    fake_openai: FakeProvider,
+) -> None:
+    fake_openai.fail(429, "rate_limit_exceeded", "Slow down", headers={"retry-after": "1"}, times=1)
+    waits: list[float] = []
+    router = router_for(fake_openai.entry(), MOCK, sleep=waits.append)
+
+    _, generation = router.generate(REQUEST, accept_json)
+
+    assert waits == [1.0]
+    assert generation.provider == "openai" and not generation.fallback
+    assert len(fake_openai.requests) == 2
+
+
+def test_retry_after_is_honoured_only_once(fake_openai: FakeProvider) -> None:
+    fake_openai.fail(503, "", "Busy", headers={"retry-after": "0"})
+    waits: list[float] = []
+
+    _, generation = router_for(fake_openai.entry(), MOCK, sleep=waits.append).generate(
+        REQUEST, accept_json
+    )
+
+    assert waits == [0.0] and len(fake_openai.requests) == 2
+    assert generation.provider == "mock"
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "deadline_s"),
+    [("30", 25.0), ("2", 1.0)],
+    ids=["longer-than-a-short-wait", "does-not-fit-in-the-deadline"],
+)
+def test_a_retry_after_that_does_not_fit_moves_on(
+    fake_openai: FakeProvider, retry_after: str, deadline_s: float
+) -> None:
+    fake_openai.fail(429, "rate_limit_exceeded", "Slow down", headers={"retry-after": retry_after})
+    waits: list[float] = []
+    router = router_for(
+        fake_openai.entry(), MOCK, sleep=waits.append, router={"deadline_s": deadline_s}
+    )
+
+    _, generation = router.generate(REQUEST, accept_json)
+
+    assert waits == [] and len(fake_openai.requests) == 1
+    assert generation.provider == "mock"
+
+
+def long_request(characters: int) -> GenerationRequest:
+    return GenerationRequest("", (Message("user", "x" * characters),))
+
+
+def test_a_provider_whose_context_window_is_too_small_is_not_called(
+    fake_openai: FakeProvider, fake_anthropic: FakeProvider
+) -> None:
+    router = router_for(
+        fake_openai.entry(context_window=1000, max_tokens=100),
+        fake_anthropic.entry(priority=2, context_window=200_000),
+    )
+
+    _, generation = router.generate(long_request(8000), accept_json)
+
+    assert fake_openai.requests == [], "about 2000 tokens cannot fit a 1000-token window"
+    assert generation.provider == "anthropic"
+
+
+def test_a_prompt_too_long_for_every_window_fails_at_once_with_400(
+    fake_openai: FakeProvider, fake_anthropic: FakeProvider
+) -> None:
+    router = router_for(
+        fake_openai.entry(context_window=1000),
+        fake_anthropic.entry(priority=2, context_window=2000),
+    )
+
+    with pytest.raises(BadRequest) as raised:
+        router.generate(long_request(40_000), accept_json)
+
+    assert raised.value.code == "prompt_too_large"
+    assert fake_openai.requests == [] and fake_anthropic.requests == []
+
+
+def test_a_context_error_moves_on_to_a_provider_with_a_larger_window(
+    fake_provider: MakeFake,
+) -> None:
+    openai = fake_provider("openai").fail(400, "context_length_exceeded", "Too long")
+    anthropic = fake_provider("anthropic")
+    bedrock = fake_provider("bedrock")
+    router = router_for(
+        openai.entry(context_window=8000),
+        anthropic.entry(priority=2, context_window=4000),
+        bedrock.entry(priority=3, context_window=200_000),
+    )
+
+    _, generation = router.generate(REQUEST, accept_json)
+
+    assert anthropic.requests == [], "a smaller window than one already too small is skipped"
+    assert generation.provider == "bedrock"
+
+
+@pytest.mark.parametrize(
+    ("openai_says", "anthropic_says", "code"),
+    [
+        (
+            (400, "context_length_exceeded", "Too long"),
+            (400, "invalid_request_error", "prompt is too long: 9 tokens > 8 maximum"),
+            "prompt_too_large",
+        ),
+        (
+            (400, "invalid_value", "Bad input"),
+            (422, "invalid_request_error", "Bad input"),
+            "rejected_by_providers",
+        ),
+    ],
+    ids=["prompt-too-long", "invalid"],
+)
+def test_a_request_every_provider_rejects_is_a_400(
+    fake_openai: FakeProvider,
+    fake_anthropic: FakeProvider,
+    openai_says: tuple[int, str, str],
+    anthropic_says: tuple[int, str, str],
+    code: str,
+) -> None:
+    fake_openai.fail(*openai_says)
+    fake_anthropic.fail(*anthropic_says)
+    router = router_for(fake_openai.entry(), fake_anthropic.entry(priority=2))
+
+    with pytest.raises(BadRequest) as raised:
+        router.generate(REQUEST, accept_json)
+
+    assert raised.value.code == code, "retrying elsewhere cannot help: the reader must change it"
+
+
+def test_a_reply_the_caller_rejects_counts_its_tokens_and_moves_on(
+    fake_openai: FakeProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_openai.reply("I would rather not.", input_tokens=40, output_tokens=5)
+
+    _, generation = router_for(fake_openai.entry(), MOCK).generate(REQUEST, accept_json)
+
+    assert generation.provider == "mock"
+    rejected, _ = emf_documents(capsys.readouterr().out)
+    assert rejected["FailureKind"] == "malformed"
+    assert (rejected["InputTokens"], rejected["OutputTokens"]) == ([40.0], [5.0]), (
+        "tokens were paid"
+    )
+
+
+def test_a_hedged_request_keeps_whichever_answers_first(
+    fake_openai: FakeProvider, fake_anthropic: FakeProvider
+) -> None:
+    fake_openai.hang()
+    router = router_for(
+        fake_openai.entry(timeout_s=20),
+        fake_anthropic.entry(priority=2),
+        router={"hedge_delay_s": 0.05},
+    )
+
+    started = time.monotonic()
+    _, generation = router.generate(REQUEST, accept_json)
+
+    assert time.monotonic() - started < 5, "the hedge answered; the 20 s timeout was not awaited"
+    assert generation.provider == "anthropic" and generation.fallback
+    assert len(fake_openai.requests) == 1
+
+
+def test_a_hedge_keeps_waiting_for_the_first_provider_when_the_second_fails(
+    fake_openai: FakeProvider, fake_anthropic: FakeProvider
+) -> None:
+    fake_openai.reply(delay_s=0.3)
+    fake_anthropic.fail(503, "overloaded_error", "Busy")
+    router = router_for(
+        fake_openai.entry(), fake_anthropic.entry(priority=2), router={"hedge_delay_s": 0.05}
+    )
+
+    _, generation = router.generate(REQUEST, accept_json)
+
+    assert generation.provider == "openai" and not generation.fallback
+    assert len(fake_anthropic.requests) == 1
+
+
+def test_an_unexpected_client_error_fails_that_attempt_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    router = router_for({"name": "first", "kind": "mock", "priority": 1}, MOCK)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(router.providers[0], "complete", broken)
+
+    _, generation = router.generate(REQUEST, accept_json)
+
+    assert generation.provider == "mock"
+
+
+def test_circuit_states_are_reported_for_health(fake_openai: FakeProvider) -> None:
+    fake_openai.fail(401, "invalid_api_key", "Bad key")
+    router = router_for(fake_openai.entry(), MOCK)
+    router.generate(REQUEST, accept_json)
+
+    assert router.circuit_states() == {"openai": "open", "mock": "closed"}
+
+
+def test_warm_calls_reuse_the_attempt_threads(fake_openai: FakeProvider) -> None:
+    router = router_for(fake_openai.entry())
+    router.generate(REQUEST, accept_json)
+    threads = threading.active_count()
+
+    for _ in range(10):
+        router.generate(REQUEST, accept_json)
+
+    assert threading.active_count() <= threads + 1, "no thread per attempt on the warm path"
