@@ -21,14 +21,21 @@ _VALIDATORS = {
 }
 
 
-def _error_response(status: str, code: str, message: str) -> dict[str, Any]:
-    """A gateway response in the API's own error shape, so that clients parse one format."""
-    body = json.dumps({"error": {"code": code, "message": message}})
-    return {
-        "statusCode": status,
+def _error_response(status: str | None, code: str, message: str) -> dict[str, Any]:
+    """A gateway response in the API's own error shape, so that clients parse one format.
+
+    ``message`` is JSON text: a quoted string, or ``$context.error.messageString``
+    (API Gateway's own message, which it quotes). ``status`` None keeps the
+    status of the refusal.
+    """
+    body = f'{{"error": {{"code": "{code}", "message": {message}}}}}'
+    response: dict[str, Any] = {
         "responseTemplates": {"application/json": body},
         "responseParameters": {"gatewayresponse.header.Content-Type": "'application/json'"},
     }
+    if status is not None:
+        response["statusCode"] = status
+    return response
 
 
 # API Gateway's own refusals: the story API's error shape instead of {"message": ...}.
@@ -36,30 +43,37 @@ GATEWAY_RESPONSES = {
     "BAD_REQUEST_BODY": _error_response(
         "400",
         "invalid_body",
-        "The request body does not match this operation's schema: check field names, "
-        "types and lengths against the API's OpenAPI document.",
+        json.dumps(
+            "The request body does not match this operation's schema: check field names, "
+            "types and lengths against the API's OpenAPI document."
+        ),
     ),
     "BAD_REQUEST_PARAMETERS": _error_response(
         "400",
         "invalid_parameters",
-        "A required path or query parameter is missing or malformed.",
+        json.dumps("A required path or query parameter is missing or malformed."),
     ),
     # A REST API answers an unknown route with 403 "Missing Authentication Token".
     "MISSING_AUTHENTICATION_TOKEN": _error_response(
-        "404", "route_not_found", "No such route: see the API's OpenAPI document for the routes."
+        "404",
+        "route_not_found",
+        json.dumps("No such route: see the API's OpenAPI document for the routes."),
     ),
     "REQUEST_TOO_LARGE": _error_response(
-        "413", "payload_too_large", "The request is too large: send a smaller body."
+        "413", "payload_too_large", json.dumps("The request is too large: send a smaller body.")
     ),
     "THROTTLED": _error_response(
-        "429", "throttled", "Too many requests: retry later, with backoff."
+        "429", "throttled", json.dumps("Too many requests: retry later, with backoff.")
     ),
     "INTEGRATION_TIMEOUT": _error_response(
-        "504", "timeout", "The story took too long to write: retry the same request."
+        "504",
+        "timeout",
+        json.dumps("The story took too long to write: retry the same request."),
     ),
-    "DEFAULT_5XX": _error_response(
-        "502", "gateway_error", "The API could not reach the story service: retry later."
-    ),
+    # A status on the DEFAULT_* responses would replace the status of every
+    # refusal of that class, so these keep API Gateway's.
+    "DEFAULT_4XX": _error_response(None, "gateway_refused", "$context.error.messageString"),
+    "DEFAULT_5XX": _error_response(None, "gateway_error", "$context.error.messageString"),
 }
 
 

@@ -79,6 +79,12 @@ def test_gateway_refusals_use_the_apis_json_error_shape(run: OfflineRun) -> None
         template = json.loads(responses[kind]["responseTemplates"]["application/json"])
         assert set(template["error"]) == {"code", "message"}, kind
     assert responses["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404"
+    for kind in ("DEFAULT_4XX", "DEFAULT_5XX"):
+        assert "statusCode" not in responses[kind], f"{kind} would re-status every refusal"
+        template = responses[kind]["responseTemplates"]["application/json"]
+        # API Gateway substitutes its own message as a quoted JSON string.
+        filled = template.replace("$context.error.messageString", json.dumps('Say "why"'))
+        assert json.loads(filled)["error"]["message"] == 'Say "why"'
 
 
 def test_stage_has_tracing_access_logs_and_throttling(stack_runs: dict[str, OfflineRun]) -> None:
