@@ -41,7 +41,7 @@ _EVENTS_CONFIG = Config(
 )
 
 
-class StoryGenerator:
+class StoryHandler:
     """The story service and its API, built once per container from `Settings`."""
 
     def __init__(self, service: StoryService, app: APIGatewayRestResolver) -> None:
@@ -63,7 +63,7 @@ def build_handler(
     *,
     generator: BeatGenerator | None = None,
     listener: BeatListener | None = None,
-) -> StoryGenerator:
+) -> StoryHandler:
     """Wire the story generator from `settings` (tests may replace the router or listener).
 
     Without SESSION_TABLE_NAME the sessions and circuits are kept in memory (local
@@ -85,11 +85,11 @@ def build_handler(
             else NoEvents()
         )
     service = StoryService(store, generator or router, listener, settings.session_ttl_days)
-    return StoryGenerator(service, create_app(service, router, settings.environment))
+    return StoryHandler(service, create_app(service, router, settings.environment))
 
 
 @functools.cache
-def _container() -> StoryGenerator:
+def _container() -> StoryHandler:
     """The per-container story generator, built from the environment on first use."""
     return build_handler(load_settings(os.environ))
 

@@ -201,7 +201,6 @@ class _Call(Generic[T]):
         self.results: queue.SimpleQueue[tuple[int, _Outcome]] = queue.SimpleQueue()
         self.attempt_ids = itertools.count(1)
         self.failures: dict[str, FailureKind] = {}
-        self.first_tried: str | None = None
         self.retried: set[str] = set()
         # The largest context window a provider said the prompt does not fit.
         self.too_small_window = 0
@@ -246,16 +245,16 @@ class _Call(Generic[T]):
         return False
 
     def _launch(self, provider: Provider, timeout_s: float) -> None:
-        name = provider.settings.name
-        if self.first_tried is None:
-            self.first_tried = name
         now = time.monotonic()
         attempt = _Attempt(
             id=next(self.attempt_ids),
             provider=provider,
             started=now,
             timeout_at=now + timeout_s,
-            fallback=name != self.first_tried,
+            # Any provider but the primary is a fallback, also when the primary
+            # was skipped (open circuit, context window): the fallback rate
+            # must show a long outage of the primary, not only its first minutes.
+            fallback=provider is not self.router.providers[0],
         )
         self.in_flight[attempt.id] = attempt
         self.router._workers.submit(

@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from lambdas.story_generator.errors import NoProviderAvailable
-from lambdas.story_generator.handler import StoryGenerator, build_handler
+from lambdas.story_generator.handler import StoryHandler, build_handler
 from lambdas.story_generator.settings import load_settings
 from tests.lambdas.fake_providers import FakeProvider, settings_for
 from tests.lambdas.story_doubles import FakeRouter, Reply, beat_reply, invoke
@@ -27,7 +27,7 @@ def environment(session_table: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def handler(environment: dict[str, str]) -> StoryGenerator:
+def handler(environment: dict[str, str]) -> StoryHandler:
     return build_handler(load_settings(environment))
 
 
@@ -37,7 +37,7 @@ def fake_router() -> FakeRouter:
 
 
 @pytest.fixture
-def faked(environment: dict[str, str], fake_router: FakeRouter) -> StoryGenerator:
+def faked(environment: dict[str, str], fake_router: FakeRouter) -> StoryHandler:
     """The handler with a router the test controls."""
     return build_handler(load_settings(environment), generator=fake_router)
 
@@ -46,7 +46,7 @@ Call = Callable[..., Reply]
 
 
 @pytest.fixture
-def call(handler: StoryGenerator) -> Call:
+def call(handler: StoryHandler) -> Call:
     return lambda method, path, body=None, headers=None: invoke(
         handler, method, path, body, headers
     )
@@ -133,7 +133,7 @@ def test_other_choice_on_an_answered_beat_is_a_409(call: Call) -> None:
 
 
 def test_no_provider_gives_503_with_retry_after_and_leaves_the_session(
-    faked: StoryGenerator, fake_router: FakeRouter
+    faked: StoryHandler, fake_router: FakeRouter
 ) -> None:
     session_id = invoke(faked, "POST", "/stories", START).body["session_id"]
     before = invoke(faked, "GET", f"/stories/{session_id}").body
@@ -197,7 +197,7 @@ def test_health_never_calls_a_provider(
 
 
 def test_unexpected_error_is_a_500_without_internals(
-    faked: StoryGenerator, fake_router: FakeRouter
+    faked: StoryHandler, fake_router: FakeRouter
 ) -> None:
     fake_router.fail = RuntimeError("password=hunter2 in /var/task/story.py")
     reply = invoke(faked, "POST", "/stories", START)
@@ -207,7 +207,7 @@ def test_unexpected_error_is_a_500_without_internals(
     assert reply.body["error"]["request_id"], "the request id lets operators find the log"
 
 
-def test_model_ending_completes_the_story(faked: StoryGenerator, fake_router: FakeRouter) -> None:
+def test_model_ending_completes_the_story(faked: StoryHandler, fake_router: FakeRouter) -> None:
     session_id = invoke(faked, "POST", "/stories", START).body["session_id"]
     fake_router.reply = lambda request: beat_reply("The end of the line.", choices=0)
     reply = invoke(faked, "POST", f"/stories/{session_id}/choices", {"beat": 0, "choice": 0})
@@ -310,7 +310,7 @@ def test_invalid_start_bodies_are_400(call: Call, body: Any, code: str, field: s
     ],
 )
 def test_invalid_choices_are_400(
-    faked: StoryGenerator, body: Any, code: str, field: str | None
+    faked: StoryHandler, body: Any, code: str, field: str | None
 ) -> None:
     session_id = invoke(faked, "POST", "/stories", START).body["session_id"]  # 3 choices
     reply = invoke(faked, "POST", f"/stories/{session_id}/choices", body)
@@ -367,7 +367,7 @@ def test_body_of_exactly_8_kib_is_accepted(call: Call) -> None:
     assert call("POST", "/stories", text + " " * (8 * 1024 - len(text))).status == 201
 
 
-def test_base64_encoded_bodies_are_decoded(handler: StoryGenerator) -> None:
+def test_base64_encoded_bodies_are_decoded(handler: StoryHandler) -> None:
     event_body = base64.b64encode(json.dumps(START).encode()).decode()
     reply = invoke(
         lambda event, context: handler(

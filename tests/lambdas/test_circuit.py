@@ -163,6 +163,22 @@ def test_the_router_skips_an_open_circuit_and_probes_it_after_the_cooldown(
     assert router.circuit_states() == {"openai": CircuitState.CLOSED, "mock": CircuitState.CLOSED}
 
 
+def test_answers_from_a_secondary_while_the_primary_is_open_count_as_fallbacks(
+    fake_openai: FakeProvider,
+) -> None:
+    """A long outage of the primary must keep the fallback rate up, not only its start."""
+    fake_openai.fail(500, "", "Down")
+    router = router_for(fake_openai.entry(), MOCK, clock=FakeClock(), router=ROUTER_CONFIG)
+    for _ in range(2):
+        router.generate(REQUEST, str)
+    assert router.circuit_states()["openai"] is CircuitState.OPEN
+
+    _, generation = router.generate(REQUEST, str)
+
+    assert len(fake_openai.requests) == 2, "the open primary was not called"
+    assert (generation.provider, generation.fallback) == ("mock", True)
+
+
 def test_circuit_state_is_shared_by_containers_through_the_session_table(
     session_table: str, dynamodb: DynamoDBClient, fake_openai: FakeProvider
 ) -> None:

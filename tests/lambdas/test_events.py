@@ -16,7 +16,7 @@ from lambdas.story_generator.events import (
     PublishedDetailType,
     story_events,
 )
-from lambdas.story_generator.handler import StoryGenerator, build_handler
+from lambdas.story_generator.handler import StoryHandler, build_handler
 from lambdas.story_generator.settings import load_settings
 from tests.lambdas.aws_fixtures import EventBus
 from tests.lambdas.story_doubles import FakeRouter, beat_reply, invoke, make_beat, make_session
@@ -30,7 +30,7 @@ def router() -> FakeRouter:
 
 
 @pytest.fixture
-def handler(session_table: str, event_bus: EventBus, router: FakeRouter) -> StoryGenerator:
+def handler(session_table: str, event_bus: EventBus, router: FakeRouter) -> StoryHandler:
     settings = load_settings(
         {
             "SESSION_TABLE_NAME": session_table,
@@ -62,7 +62,7 @@ def detail_types(events: list[dict[str, Any]]) -> list[str]:
 
 
 def test_story_publishes_beat_choice_and_completion_events(
-    handler: StoryGenerator, event_bus: EventBus, router: FakeRouter
+    handler: StoryHandler, event_bus: EventBus, router: FakeRouter
 ) -> None:
     session_id = invoke(handler, "POST", "/stories", START).body["session_id"]
     published = event_bus.published()
@@ -97,7 +97,7 @@ def test_story_publishes_beat_choice_and_completion_events(
     }
 
 
-def test_replayed_requests_publish_nothing(handler: StoryGenerator, event_bus: EventBus) -> None:
+def test_replayed_requests_publish_nothing(handler: StoryHandler, event_bus: EventBus) -> None:
     headers = {"Idempotency-Key": "k1"}
     session_id = invoke(handler, "POST", "/stories", START, headers).body["session_id"]
     invoke(handler, "POST", f"/stories/{session_id}/choices", {"beat": 0, "choice": 0})
@@ -165,7 +165,7 @@ def test_publishing_to_a_missing_bus_never_fails_the_request(
     assert "ResourceNotFoundException" in caplog.text
 
 
-def test_generation_requested_starts_a_story(handler: StoryGenerator, event_bus: EventBus) -> None:
+def test_generation_requested_starts_a_story(handler: StoryHandler, event_bus: EventBus) -> None:
     result = handler(requested({"action": "start", **START, "premise": "Fog"}), LocalContext())
     assert result["status"] == "ok" and result["beat"] == 0
     session = invoke(handler, "GET", f"/stories/{result['session_id']}").body
@@ -174,7 +174,7 @@ def test_generation_requested_starts_a_story(handler: StoryGenerator, event_bus:
 
 
 def test_redelivered_start_event_starts_one_story(
-    handler: StoryGenerator, router: FakeRouter
+    handler: StoryHandler, router: FakeRouter
 ) -> None:
     event = requested({"action": "start", **START})
     first = handler(event, LocalContext())
@@ -186,7 +186,7 @@ def test_redelivered_start_event_starts_one_story(
     assert one["session_id"] == other["session_id"], "an explicit key wins over the event id"
 
 
-def test_generation_requested_makes_a_choice(handler: StoryGenerator) -> None:
+def test_generation_requested_makes_a_choice(handler: StoryHandler) -> None:
     started = handler(requested({"action": "start", **START}), LocalContext())
     detail = {"action": "choose", "session_id": started["session_id"], "beat": 0, "choice": 1}
     result = handler(requested(detail), LocalContext())
@@ -209,7 +209,7 @@ def test_generation_requested_makes_a_choice(handler: StoryGenerator) -> None:
     ],
 )
 def test_unusable_requests_are_rejected_not_retried(
-    handler: StoryGenerator, router: FakeRouter, detail: object
+    handler: StoryHandler, router: FakeRouter, detail: object
 ) -> None:
     result = handler(requested(detail), LocalContext())
     assert result["status"] == "rejected", "raising would make Lambda retry a hopeless event"
@@ -218,7 +218,7 @@ def test_unusable_requests_are_rejected_not_retried(
 
 
 def test_provider_outage_is_raised_so_lambda_retries_the_event(
-    handler: StoryGenerator, router: FakeRouter
+    handler: StoryHandler, router: FakeRouter
 ) -> None:
     router.fail = NoProviderAvailable({"fake": "timeout"}, retry_after_s=30)
     with pytest.raises(NoProviderAvailable):
@@ -237,7 +237,7 @@ def test_provider_outage_is_raised_so_lambda_retries_the_event(
     ],
 )
 def test_other_events_are_ignored(
-    handler: StoryGenerator, router: FakeRouter, event_bus: EventBus, envelope: dict[str, str]
+    handler: StoryHandler, router: FakeRouter, event_bus: EventBus, envelope: dict[str, str]
 ) -> None:
     result = handler(requested({"action": "start", **START}, **envelope), LocalContext())
     assert result == {"status": "ignored"}
@@ -245,7 +245,7 @@ def test_other_events_are_ignored(
 
 
 def test_no_loop_published_events_fed_back_do_nothing(
-    handler: StoryGenerator, router: FakeRouter, event_bus: EventBus
+    handler: StoryHandler, router: FakeRouter, event_bus: EventBus
 ) -> None:
     started = handler(requested({"action": "start", **START, "max_beats": 3}), LocalContext())
     for beat in (0, 1):

@@ -22,7 +22,7 @@ from openapi_spec_validator import validate as validate_spec
 
 from lambdas.story_generator import api
 from lambdas.story_generator.errors import NoProviderAvailable
-from lambdas.story_generator.handler import StoryGenerator, build_handler
+from lambdas.story_generator.handler import StoryHandler, build_handler
 from lambdas.story_generator.sessions import SESSION_ID_PATTERN
 from lambdas.story_generator.settings import load_settings
 from lambdas.story_generator.story import CHOICE_SCHEMA, IDEMPOTENCY_KEY_SCHEMA, START_STORY_SCHEMA
@@ -223,7 +223,7 @@ def router() -> FakeRouter:
 
 
 @pytest.fixture
-def handlers(session_table: str, router: FakeRouter) -> dict[str, StoryGenerator]:
+def handlers(session_table: str, router: FakeRouter) -> dict[str, StoryHandler]:
     """The real router with the mock provider, and a router the test controls."""
     settings = load_settings({"SESSION_TABLE_NAME": session_table})
     return {
@@ -244,12 +244,12 @@ def conforms(operation_id: str, reply: Reply) -> None:
         assert header in reply.headers, f"{reply.status} must carry {header}"
 
 
-def start(handler: StoryGenerator, body: Any = None, headers: Any = None) -> Reply:
+def start(handler: StoryHandler, body: Any = None, headers: Any = None) -> Reply:
     schema = request_schema("startStory")
     return invoke(handler, "POST", "/stories", body or valid_instance(schema), headers)
 
 
-def test_start_story_valid_requests_conform(handlers: dict[str, StoryGenerator]) -> None:
+def test_start_story_valid_requests_conform(handlers: dict[str, StoryHandler]) -> None:
     schema = request_schema("startStory")
     full = valid_instance(schema)
     minimal = {name: full[name] for name in schema["required"]}
@@ -261,7 +261,7 @@ def test_start_story_valid_requests_conform(handlers: dict[str, StoryGenerator])
 
 @pytest.mark.parametrize(("case", "body"), request_cases("startStory"))
 def test_start_story_invalid_bodies_conform(
-    handlers: dict[str, StoryGenerator], case: str, body: Any
+    handlers: dict[str, StoryHandler], case: str, body: Any
 ) -> None:
     schema = request_schema("startStory")
     assert not Draft4Validator(schema).is_valid(body), f"the case {case} must break the schema"
@@ -271,7 +271,7 @@ def test_start_story_invalid_bodies_conform(
 
 
 def test_start_story_error_statuses_conform(
-    handlers: dict[str, StoryGenerator], router: FakeRouter
+    handlers: dict[str, StoryHandler], router: FakeRouter
 ) -> None:
     conforms("startStory", invoke(handlers["real"], "POST", "/stories", "{" * 9000))
     conforms("startStory", invoke(handlers["real"], "POST", "/stories", "{"))
@@ -292,13 +292,13 @@ def test_start_story_error_statuses_conform(
 
 
 @pytest.fixture
-def session_id(handlers: dict[str, StoryGenerator]) -> str:
+def session_id(handlers: dict[str, StoryHandler]) -> str:
     reply = start(handlers["faked"], {"user_id": "reader-1", "genre": "liminal"})
     return str(reply.body["session_id"])
 
 
 def test_make_choice_valid_requests_conform(
-    handlers: dict[str, StoryGenerator], session_id: str
+    handlers: dict[str, StoryHandler], session_id: str
 ) -> None:
     schema = request_schema("makeChoice")
     path = f"/stories/{session_id}/choices"
@@ -309,7 +309,7 @@ def test_make_choice_valid_requests_conform(
 
 @pytest.mark.parametrize(("case", "body"), request_cases("makeChoice"))
 def test_make_choice_invalid_bodies_conform(
-    handlers: dict[str, StoryGenerator], session_id: str, case: str, body: Any
+    handlers: dict[str, StoryHandler], session_id: str, case: str, body: Any
 ) -> None:
     schema = request_schema("makeChoice")
     assert not Draft4Validator(schema).is_valid(body), f"the case {case} must break the schema"
@@ -319,7 +319,7 @@ def test_make_choice_invalid_bodies_conform(
 
 
 def test_make_choice_error_statuses_conform(
-    handlers: dict[str, StoryGenerator], session_id: str, router: FakeRouter
+    handlers: dict[str, StoryHandler], session_id: str, router: FakeRouter
 ) -> None:
     path = f"/stories/{session_id}/choices"
     cases = [
@@ -342,7 +342,7 @@ def test_make_choice_error_statuses_conform(
     conforms("makeChoice", conflict)
 
 
-def test_get_story_conforms(handlers: dict[str, StoryGenerator], session_id: str) -> None:
+def test_get_story_conforms(handlers: dict[str, StoryHandler], session_id: str) -> None:
     invoke(handlers["real"], "POST", f"/stories/{session_id}/choices", {"beat": 0, "choice": 0})
     for target, status in [
         (f"/stories/{session_id}", 200),
@@ -355,14 +355,14 @@ def test_get_story_conforms(handlers: dict[str, StoryGenerator], session_id: str
         conforms("getStory", reply)
 
 
-def test_get_health_conforms(handlers: dict[str, StoryGenerator]) -> None:
+def test_get_health_conforms(handlers: dict[str, StoryHandler]) -> None:
     reply = invoke(handlers["real"], "GET", "/health")
     assert reply.status == 200
     conforms("getHealth", reply)
 
 
 def test_unknown_routes_and_methods_answer_with_the_error_schema(
-    handlers: dict[str, StoryGenerator],
+    handlers: dict[str, StoryHandler],
 ) -> None:
     error_schema = resolve(DOCUMENT["components"]["schemas"]["Error"])
     for method, target, status in [("GET", "/nowhere", 404), ("DELETE", "/stories", 405)]:
