@@ -84,6 +84,9 @@ def api_definition(spec: dict[str, Any], invoke_arn: str, title: str) -> dict[st
     the API's JSON error shape."""
     definition = copy.deepcopy(spec)
     definition.setdefault("info", {})["title"] = title
+    # The document's servers are for local runs; a server path could otherwise
+    # become a base path prefixed to every route on import.
+    definition.pop("servers", None)
     for path_item in definition.get("paths", {}).values():
         for method in HTTP_METHODS:
             operation = path_item.get(method)

@@ -312,8 +312,9 @@ def _tree_lines(run: OfflineRun) -> Iterator[str]:
     for resource in run.resources:
         children.setdefault(resource.parent_urn, []).append(resource)
 
+    # Registration order depends on when Outputs resolve: sort for a stable plan.
     def walk(parent: str | None, depth: int) -> Iterator[str]:
-        for resource in children.get(parent, []):
+        for resource in sorted(children.get(parent, []), key=lambda r: r.name):
             yield f"{'    ' * depth}+ {resource.type}  {resource.name}"
             yield from walk(resource.urn, depth + 1)
 
@@ -346,11 +347,18 @@ def render_json(run: OfflineRun) -> str:
                 "parent": urn_names.get(r.parent_urn or ""),
                 "inputs": r.inputs,
             }
-            for r in run.resources
+            for r in sorted(run.resources, key=lambda r: r.name)
         ],
         "outputs": run.outputs,
     }
-    return json.dumps(document, indent=2, sort_keys=True, default=str)
+    return json.dumps(document, indent=2, sort_keys=True, default=_describe_value)
+
+
+def _describe_value(value: Any) -> Any:
+    """Archives as the files they hold, so that the JSON plan is stable."""
+    if isinstance(value, pulumi.AssetArchive):
+        return {"archive": sorted(value.assets)}
+    return str(value)
 
 
 def main(argv: list[str] | None = None) -> int:

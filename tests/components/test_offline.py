@@ -29,6 +29,20 @@ def test_plan_json_lists_type_name_parent_and_inputs(capsys: pytest.CaptureFixtu
     assert table["parent"] == "liminal-storage"
     assert table["inputs"]["deletionProtectionEnabled"] is True
     assert document["outputs"]["table_name"] == "liminal-transit-story-sessions-production"
+    code = by_name["liminal-generator-function"]["inputs"]["code"]
+    assert "story_generator/handler.py" in code["archive"]
+
+
+def test_plan_is_the_same_on_every_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """Registration order varies with Output resolution; the printed plan must not."""
+    outputs = []
+    for _ in range(3):
+        assert main(["--stack", "staging", "--format", "json"]) == 0
+        outputs.append(capsys.readouterr().out)
+        assert main(["--stack", "staging"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0::2] == [outputs[0]] * 3
+    assert outputs[1::2] == [outputs[1]] * 3
 
 
 def test_plan_of_an_unknown_stack_says_so(capsys: pytest.CaptureFixture[str]) -> None:

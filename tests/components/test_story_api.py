@@ -48,6 +48,11 @@ def test_every_documented_operation_is_proxied_to_the_generator_alias(run: Offli
         assert integration["timeoutInMillis"] <= 29_000
 
 
+def test_local_server_urls_stay_out_of_the_imported_definition(run: OfflineRun) -> None:
+    assert "servers" in yaml.safe_load(OPENAPI_PATH.read_text()), "the premise of this test"
+    assert "servers" not in _body(run)
+
+
 def test_the_story_routes_and_health_are_served(run: OfflineRun) -> None:
     routes = {(p, m) for p, m, _ in _operations(_body(run))}
     assert {
