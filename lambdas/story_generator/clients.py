@@ -1,4 +1,4 @@
-"""AWS clients of the router (Bedrock, Secrets Manager, the circuit table), made lazily.
+"""The function's AWS clients (sessions, events, Bedrock, secrets, circuits), made lazily.
 
 boto3 is imported and each client created on first use, once per container:
 the cold start pays for neither when a deployment does not use them. Every
@@ -32,7 +32,7 @@ class Lazy(Generic[T]):
 
 
 def aws_client(
-    service: Literal["bedrock-runtime", "dynamodb", "secretsmanager"],
+    service: Literal["bedrock-runtime", "dynamodb", "events", "secretsmanager"],
     *,
     connect_timeout_s: float,
     read_timeout_s: float,

@@ -13,13 +13,12 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.config import Config
 
 from .api import create_app
+from .clients import aws_client
 from .events import EventBridgePublisher, NoEvents, handle_event
 from .router import build_router
 from .sessions import DynamoDBSessionStore, MemorySessionStore, SessionStore
@@ -30,15 +29,6 @@ logger = Logger()
 # X-Ray subsegments for every AWS SDK and HTTP call (active tracing is on for the
 # function); a no-op outside Lambda.
 tracer = Tracer()
-
-# Bounded so that a slow AWS call cannot eat the 29 s API Gateway gives a request
-# (botocore's legacy mode retries DynamoDB up to 10 times); publishing is best effort.
-_DYNAMODB_CONFIG = Config(
-    connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3}
-)
-_EVENTS_CONFIG = Config(
-    connect_timeout=1, read_timeout=2, retries={"mode": "standard", "max_attempts": 2}
-)
 
 
 class StoryHandler:
@@ -71,15 +61,21 @@ def build_handler(
     """
     router = build_router(settings)
     table = settings.session_table_name
+    # Bounded so that a slow AWS call cannot eat the 29 s API Gateway gives a
+    # request (botocore's legacy mode retries DynamoDB up to 10 times); publishing
+    # is best effort.
     store: SessionStore = (
-        DynamoDBSessionStore(boto3.client("dynamodb", config=_DYNAMODB_CONFIG), table)
+        DynamoDBSessionStore(
+            aws_client("dynamodb", connect_timeout_s=2, read_timeout_s=5, attempts=4), table
+        )
         if table
         else MemorySessionStore()
     )
     if listener is None:
         listener = (
             EventBridgePublisher(
-                boto3.client("events", config=_EVENTS_CONFIG), settings.event_bus_name
+                aws_client("events", connect_timeout_s=1, read_timeout_s=2, attempts=3),
+                settings.event_bus_name,
             )
             if settings.events_enabled
             else NoEvents()
