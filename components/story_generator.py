@@ -155,7 +155,7 @@ class StoryGenerator(pulumi.ComponentResource):
             for kind in KEYED_PROVIDERS
             if any(p.kind is kind for p in args.ai.providers)
         }
-
+        secret_arns = {kind: secret.arn for kind, secret in secrets.items()}
         role = aws.iam.Role(
             f"{name}-role",
             name=naming.physical("story-generator-role"),
@@ -174,7 +174,7 @@ class StoryGenerator(pulumi.ComponentResource):
                         log_group_arn=log_group.arn,
                         dlq_arn=dlq.arn,
                         event_bus_name=args.event_bus_name,
-                        secret_arns=[s.arn for s in secrets.values()],
+                        secret_arns=list(secret_arns.values()),
                         in_vpc=args.vpc is not None,
                     ),
                     args.ai,
@@ -219,7 +219,7 @@ class StoryGenerator(pulumi.ComponentResource):
                     event_bus_name=args.event_bus_name,
                     log_level=args.log_level,
                     ai=args.ai,
-                    secret_arns={kind: secret.arn for kind, secret in secrets.items()},
+                    secret_arns=secret_arns,
                 )
             ),
             vpc_config=(
@@ -297,7 +297,7 @@ class StoryGenerator(pulumi.ComponentResource):
         self.dlq_arn = dlq.arn
         self.dlq_url = dlq.url
         self.event_rule_arn = rule.arn
-        self.secret_arns = {kind: secret.arn for kind, secret in secrets.items()}
+        self.secret_arns = secret_arns
         self.register_outputs(
             {
                 "function_name": self.function_name,

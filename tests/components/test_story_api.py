@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -152,20 +153,27 @@ def test_url_is_https(run: OfflineRun) -> None:
     assert run.outputs["api_url"].startswith("https://")
 
 
+def _api_args(**change: Any) -> StoryApiArgs:
+    """StoryApi args as another stack would write them, with ``change`` applied."""
+    args = StoryApiArgs(
+        naming=Naming("qa", "qa-team"),
+        function_name="writer",
+        alias_name="live",
+        alias_invoke_arn="arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/"
+        "arn:aws:lambda:us-east-1:123456789012:function:writer:live/invocations",
+        key_arn="arn:aws:kms:us-east-1:123456789012:key/abc",
+        stage_name="qa",
+        throttle_rate_limit=10,
+        throttle_burst_limit=20,
+    )
+    return dataclasses.replace(args, **change)
+
+
 def _standalone(spec_path: Any, custom_domain: CustomDomain | None = None) -> OfflineRun:
     def program() -> None:
         StoryApi(
             "stories",
-            StoryApiArgs(
-                naming=Naming("qa", "qa-team"),
-                function_name="writer",
-                alias_name="live",
-                alias_invoke_arn="arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/"
-                "arn:aws:lambda:us-east-1:123456789012:function:writer:live/invocations",
-                key_arn="arn:aws:kms:us-east-1:123456789012:key/abc",
-                stage_name="qa",
-                throttle_rate_limit=10,
-                throttle_burst_limit=20,
+            _api_args(
                 manage_account_log_role=False,
                 custom_domain=custom_domain,
                 openapi_path=spec_path,
@@ -210,19 +218,7 @@ def test_outputs_are_plain_pulumi_outputs() -> None:
     captured: dict[str, str] = {}
 
     def program() -> None:
-        api = StoryApi(
-            "stories",
-            StoryApiArgs(
-                naming=Naming("qa", "qa-team"),
-                function_name="writer",
-                alias_name="live",
-                alias_invoke_arn="arn:aws:apigateway:us-east-1:lambda:path/x/invocations",
-                key_arn="arn:aws:kms:us-east-1:123456789012:key/abc",
-                stage_name="qa",
-                throttle_rate_limit=10,
-                throttle_burst_limit=20,
-            ),
-        )
+        api = StoryApi("stories", _api_args())
         pulumi.Output.all(api.url, api.stage_arn).apply(
             lambda v: captured.update(url=v[0], stage_arn=v[1])
         )
