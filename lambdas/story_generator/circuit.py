@@ -8,21 +8,45 @@ success closes the circuit, its failure opens it again.
 
 The state lives in a `CircuitStore`: the session table for the Lambda (items
 `session_id = "circuit#<name>"`, `timestamp = 0`, with an `expires_at` TTL), or
-memory for local runs and tests. Each container caches what it read for
-`circuit_cache_s`. A store that fails never fails a generation: the breaker
-logs a warning and carries on with local state until the store answers again.
+memory for local runs and tests. Each container keeps its own view of every
+circuit, read from the store every `circuit_cache_s`.
 
-Failures are counted atomically in the store, so every container's failures
-add up. A success resets the count only when this container knows of failures
-(its cached copy is not clean), so that a healthy provider costs no write per
-request; within `circuit_cache_s` a success elsewhere may therefore not reset a
-count this container has not seen yet.
+Recording an outcome never waits for the store. A failure counts in this
+container's view at once (the circuit opens there at the threshold, or at once
+when misconfigured) and the store hears of it from a `BackgroundWriter`: one
+daemon thread per container that applies the writes in order. The store counts
+failures with an atomic ADD, so every container's failures add up, and the
+writer opens the circuit in the store when the count the ADD returns reaches the
+threshold; that count (every container's) then becomes this container's view,
+unless more writes of the same provider are queued behind it. A success resets
+the count the same way, and only when this container's view is not clean, so
+that a healthy provider costs no write per request; within `circuit_cache_s` a
+success elsewhere may therefore not reset a count this container has not seen.
+
+`flush` waits, boundedly, for the queued writes: the router calls it at the end
+of every generation, so that a container frozen between invocations holds back
+no write. At most `BackgroundWriter.capacity` writes wait at a time; one more is
+dropped with a warning (this container's view still counts it, the other
+containers never see it, as when the store is down) rather than let a hung
+store pile up threads or memory.
+
+On the request path the store sees only the cached reads (one BatchGetItem per
+`circuit_cache_s`) and, while a circuit is half-open, `claim_probe`: a
+conditional write, so that exactly one call across containers probes, which
+comes once per cool-down. It sees this container's own writes once they are
+flushed: at the end of the generation that queued them, long before a cool-down
+ends.
+
+A store that fails never fails a generation: the breaker logs a warning and
+carries on with this container's view alone for `max(circuit_cache_s, 1)` s
+before it tries the store again (writes queued meanwhile are not sent).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -95,7 +119,7 @@ class CircuitStore(Protocol):
 
 
 class MemoryCircuitStore:
-    """Circuit records in this process only (local runs, tests, and the fallback)."""
+    """Circuit records in this process only (local runs and tests)."""
 
     def __init__(self, records: Mapping[str, CircuitRecord] | None = None) -> None:
         self._records = dict(records or {})
@@ -243,8 +267,60 @@ def _record(item: Mapping[str, AttributeValueTypeDef]) -> CircuitRecord:
     )
 
 
+class BackgroundWriter:
+    """Runs circuit store writes in order on one daemon thread, off the request path.
+
+    At most `capacity` writes wait (queued or running) at a time. The thread starts
+    with the first write (a container whose providers never fail never starts it)
+    and, being a daemon, never delays the interpreter's exit.
+    """
+
+    def __init__(self, capacity: int = 64) -> None:
+        self.capacity = capacity
+        self._tasks: deque[Callable[[], None]] = deque()
+        self._unfinished = 0  # queued or running
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, task: Callable[[], None]) -> bool:
+        """Queue `task`; False, and nothing queued, when `capacity` writes already wait."""
+        with self._changed:
+            if self._unfinished >= self.capacity:
+                return False
+            self._tasks.append(task)
+            self._unfinished += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work, name="circuit-writer", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify_all()
+        return True
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for every queued write; True when none is left."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._unfinished == 0, timeout_s)
+
+    def _work(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._tasks))
+                task = self._tasks.popleft()
+            try:
+                task()
+            # The tasks handle store failures themselves; this keeps a bug from
+            # killing the thread and with it every later write.
+            except Exception:
+                logger.exception("circuit write raised")
+            finally:
+                with self._changed:
+                    self._unfinished -= 1
+                    self._changed.notify_all()
+
+
 class CircuitBreaker:
-    """The circuits of the configured providers, cached per container (thread-safe)."""
+    """The circuits of the configured providers, as this container sees them (thread-safe)."""
 
     def __init__(
         self,
@@ -253,16 +329,20 @@ class CircuitBreaker:
         settings: RouterSettings,
         *,
         clock: Callable[[], float] = time.time,
+        writer: BackgroundWriter | None = None,
     ) -> None:
         self._store = store
         self._names = tuple(names)
         self._settings = settings
         self._clock = clock
+        self._writer = writer or BackgroundWriter()
+        # This container's view of each circuit, and the writes of each still queued.
         self._records: dict[str, CircuitRecord] = {}
+        self._pending: Counter[str] = Counter()
         self._loaded_at = float("-inf")
-        # While the store is failing: the local state used instead, and until when.
-        self._local: MemoryCircuitStore | None = None
+        # While the store is failing, until when it is left alone.
         self._degraded_until = float("-inf")
+        # Reentrant: a writer that runs its task at once (bench/router.py) re-enters.
         self._lock = threading.RLock()
 
     def allow(self, name: str) -> bool:
@@ -275,47 +355,52 @@ class CircuitBreaker:
                 return True
             if state is CircuitState.OPEN or record.probe_until > now:
                 return False
-            # A probe may outlive the whole call only if its thread is abandoned.
+            # The one store write on the request path, once per cool-down: only a
+            # conditional write lets exactly one call across containers probe.
+            # A probe outlives the whole call only if its thread is abandoned.
             until = now + self._settings.deadline_s
-            if self._call(lambda store: store.claim_probe(name, now, until)):
-                self._records[name] = replace(record, probe_until=until)
-                logger.info("circuit half-open: probing provider", extra={"provider": name})
-                return True
-            self._loaded_at = float("-inf")  # another container probes or closed it: re-read
-            return False
+            claimed = self._store_call(lambda store: store.claim_probe(name, now, until))
+            if claimed is False:
+                self._loaded_at = float("-inf")  # another container probes or closed it: re-read
+                return False
+            # Claimed, or the store is failing and this container's view (free) decides.
+            self._records[name] = replace(record, probe_until=until)
+            logger.info("circuit half-open: probing provider", extra={"provider": name})
+            return True
 
     def record_success(self, name: str) -> None:
-        """Close the circuit of `name` (a write only when it was not already clean)."""
+        """Close the circuit of `name` (a store write only when it was not already clean)."""
         with self._lock:
             record = self._records.get(name, CircuitRecord())
             if record == CircuitRecord():
                 return
-            self._call(lambda store: store.reset(name))
             self._records[name] = CircuitRecord()
             if record.open_until:
                 logger.info("circuit closed", extra={"provider": name})
+            self._write(name, lambda: self._store_call(lambda store: store.reset(name)))
 
     def record_failure(self, name: str, kind: FailureKind) -> None:
-        """Count a failure of `name`; open its circuit at the threshold or when misconfigured."""
+        """Count a failure of `name` here at once, and in the store in the background."""
         with self._lock:
             now = self._clock()
-            expires_at = now + _RECORD_TTL_S
-            record = self._call(lambda store: store.add_failure(name, kind.value, expires_at))
-            settings = self._settings
-            cooldown_s = None
-            if kind.category is FailureCategory.MISCONFIGURED:
-                cooldown_s = settings.misconfigured_cooldown_s
-            elif record.failures >= settings.circuit_failure_threshold:
-                cooldown_s = settings.circuit_cooldown_s
+            record = self._records.get(name, CircuitRecord())
+            record = replace(
+                record, failures=record.failures + 1, probe_until=0.0, last_failure=kind.value
+            )
+            cooldown_s = self._cooldown_s(kind, record)
             if cooldown_s is not None:
-                until = now + cooldown_s
-                self._call(lambda store: store.open(name, until, expires_at))
-                record = replace(record, open_until=until)
+                record = replace(record, open_until=now + cooldown_s)
                 logger.warning(
                     "circuit opened",
                     extra={"provider": name, "failure": kind.value, "cooldown_s": cooldown_s},
                 )
             self._records[name] = record
+            opened = cooldown_s is not None
+            self._write(name, lambda: self._store_failure(name, kind, now, opened_here=opened))
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for this container's queued store writes; True when done."""
+        return self._writer.flush(timeout_s)
 
     def states(self) -> dict[str, CircuitState]:
         """Each provider's circuit state, for `GET /health`."""
@@ -331,28 +416,83 @@ class CircuitBreaker:
             waits = [record.open_until - now if record.open_until else 0.0 for record in records]
             return max(1.0, min(waits, default=0.0))
 
+    def _cooldown_s(self, kind: FailureKind, record: CircuitRecord) -> float | None:
+        """How long a failure that left `record` opens the circuit for, if it does."""
+        settings = self._settings
+        if kind.category is FailureCategory.MISCONFIGURED:
+            return settings.misconfigured_cooldown_s
+        # An open circuit that failed again (its probe, say) opens again, however
+        # few failures opened it: a misconfiguration opens it at the first.
+        if record.failures >= settings.circuit_failure_threshold or record.open_until:
+            return settings.circuit_cooldown_s
+        return None
+
+    def _store_failure(
+        self, name: str, kind: FailureKind, now: float, *, opened_here: bool
+    ) -> CircuitRecord | None:
+        """The writer's half of `record_failure`: the store's record afterwards, if it answered."""
+        expires_at = now + _RECORD_TTL_S
+        stored = self._store_call(lambda store: store.add_failure(name, kind.value, expires_at))
+        if stored is None:
+            return None
+        # Decided on the store's count, so that the failures of every container add up.
+        cooldown_s = self._cooldown_s(kind, stored)
+        if cooldown_s is None:
+            return stored
+        until = now + cooldown_s
+        self._store_call(lambda store: store.open(name, until, expires_at))
+        if not opened_here:
+            logger.warning(
+                "circuit opened",
+                extra={"provider": name, "failure": kind.value, "cooldown_s": cooldown_s},
+            )
+        return replace(stored, open_until=until)
+
+    def _write(self, name: str, write: Callable[[], CircuitRecord | None]) -> None:
+        """Queue `write` of `name` (the lock is held); what it returns becomes this view."""
+
+        def task() -> None:
+            stored = None
+            try:
+                stored = write()
+            finally:
+                with self._lock:
+                    self._pending[name] -= 1
+                    # A later write queued meanwhile already changed this view.
+                    if stored is not None and not self._pending[name]:
+                        self._records[name] = stored
+
+        self._pending[name] += 1
+        if not self._writer.submit(task):
+            self._pending[name] -= 1
+            logger.warning(
+                "circuit store write dropped: too many queued; counted in this container only",
+                extra={"provider": name, "capacity": self._writer.capacity},
+            )
+
     def _record(self, name: str, now: float) -> CircuitRecord:
         if now - self._loaded_at >= self._settings.circuit_cache_s:
-            self._records.update(self._call(lambda store: store.load(self._names)))
+            loaded = self._store_call(lambda store: store.load(self._names))
+            for loaded_name, record in (loaded or {}).items():
+                # Writes still queued are newer than what the store has.
+                if not self._pending[loaded_name]:
+                    self._records[loaded_name] = record
             self._loaded_at = now
         return self._records.get(name, CircuitRecord())
 
-    def _call(self, operation: Callable[[CircuitStore], T]) -> T:
-        """Run `operation` on the store, or on local state while the store is failing."""
+    def _store_call(self, operation: Callable[[CircuitStore], T]) -> T | None:
+        """`operation` on the store; None while the store is failing, or when it fails now."""
         now = self._clock()
-        if self._local is None or now >= self._degraded_until:
-            try:
-                result = operation(self._store)
-            # Any failure of the store (DynamoDB down, throttled, a bad item) must not
-            # fail the generation: the circuit is an optimisation, not a dependency.
-            except Exception as error:
-                logger.warning(
-                    "circuit store failed; using this container's state",
-                    extra={"error": f"{type(error).__name__}: {error}"},
-                )
-                self._local = MemoryCircuitStore(self._records)
-                self._degraded_until = now + max(self._settings.circuit_cache_s, 1.0)
-            else:
-                self._local = None
-                return result
-        return operation(self._local)
+        if now < self._degraded_until:
+            return None
+        try:
+            return operation(self._store)
+        # Any failure of the store (DynamoDB down, throttled, a bad item) must not
+        # fail the generation: the circuit is an optimisation, not a dependency.
+        except Exception as error:
+            logger.warning(
+                "circuit store failed; using this container's state",
+                extra={"error": f"{type(error).__name__}: {error}"},
+            )
+            self._degraded_until = now + max(self._settings.circuit_cache_s, 1.0)
+            return None

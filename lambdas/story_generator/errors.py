@@ -4,6 +4,11 @@ Every error a caller can cause or should know about is an `ApiError` subclass wi
 an HTTP status, a stable machine-readable `code` (the kind of error) and a
 `message` for people that says what to fix. The API edge (`api.py`) turns them
 into responses in one place; nothing else in the package knows about status codes.
+
+A status with several causes (400, 404, 409) takes the code at each raise; the
+others have exactly one code, their `default_code`. Every code is listed in the
+`x-error-codes` table of `openapi.yaml` (tests/lambdas/test_error_contract.py
+finds them in the source, so each code is written out as a literal).
 """
 
 from __future__ import annotations
@@ -23,19 +28,18 @@ class ApiError(Exception):
     """
 
     status: ClassVar[int] = 500
-    default_code: ClassVar[str] = "internal_error"
 
     def __init__(
         self,
         message: str,
         *,
-        code: str | None = None,
+        code: str,
         details: Mapping[str, object] | None = None,
         retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.code = code or self.default_code
+        self.code = code
         self.details: dict[str, object] = dict(details or {})
         self.retry_after_s = retry_after_s
 
@@ -53,49 +57,72 @@ class ApiError(Exception):
         return {"error": error}
 
 
+class _SingleCodeError(ApiError):
+    """An error whose status has one code only."""
+
+    default_code: ClassVar[str]
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: Mapping[str, object] | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(
+            message, code=self.default_code, details=details, retry_after_s=retry_after_s
+        )
+
+
 class BadRequest(ApiError):  # noqa: N818 (named after the HTTP status)
     """400: the request is malformed or a field is invalid."""
 
     status = 400
-    default_code = "bad_request"
 
 
 class NotFound(ApiError):  # noqa: N818 (named after the HTTP status)
     """404: the session (or route) does not exist."""
 
     status = 404
-    default_code = "not_found"
 
 
-class MethodNotAllowed(ApiError):  # noqa: N818 (named after the HTTP status)
-    """405: the route exists but not with this HTTP method."""
+class MethodNotAllowed(_SingleCodeError):  # noqa: N818 (named after the HTTP status)
+    """405: the path exists but does not serve this HTTP method.
+
+    `allowed` is the `Allow` header value (the methods it serves, comma-separated).
+    """
 
     status = 405
     default_code = "method_not_allowed"
 
+    def __init__(self, allowed: str) -> None:
+        # The same body as API Gateway's mock for these methods
+        # (components/api_definition.py, `method_not_allowed_body`).
+        super().__init__(f"This path takes {allowed} only.", details={"allowed": allowed})
+        self.allowed = allowed
+
 
 class Conflict(ApiError):  # noqa: N818 (named after the HTTP status)
-    """409: another request changed the session first (a concurrent choice)."""
+    """409: the session is not in the state the request expects."""
 
     status = 409
-    default_code = "conflict"
 
 
-class PayloadTooLarge(ApiError):  # noqa: N818 (named after the HTTP status)
+class PayloadTooLarge(_SingleCodeError):  # noqa: N818 (named after the HTTP status)
     """413: the request body is over the size limit."""
 
     status = 413
     default_code = "payload_too_large"
 
 
-class InternalError(ApiError):
+class InternalError(_SingleCodeError):
     """500: an unexpected failure; the message never carries internals."""
 
     status = 500
     default_code = "internal_error"
 
 
-class NoProviderAvailable(ApiError):  # noqa: N818 (named after the HTTP status)
+class NoProviderAvailable(_SingleCodeError):  # noqa: N818 (named after the HTTP status)
     """503: no AI provider could answer.
 
     `failures` maps each provider name to the kind of its failure (a

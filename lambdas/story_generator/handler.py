@@ -1,9 +1,18 @@
 """The Lambda entry point: API Gateway proxy events go to the API, EventBridge events
 to `events.handle_event`; nothing else happens here.
 
-The configuration, the AWS clients, the router and the API are built on the first
-invocation and kept for the life of the container (`_container`, the one
-per-container cache of this module).
+The configuration, the AWS clients, the router and the API are built once and kept
+for the life of the container (`_container`, the one per-container cache of this
+module): in Lambda's init phase, elsewhere on the first invocation.
+
+Tracing is Lambda's active tracing (the StoryGenerator component turns it on): X-Ray
+records each invocation's Initialization, Invocation and Overhead segments, and
+botocore forwards the trace header to the AWS services it calls. The X-Ray SDK is
+not used: importing it and patching libraries lengthened every cold start by
+tens of milliseconds (bench/coldstart.py). What that costs is the SDK-call
+subsegments (one per DynamoDB, EventBridge and Bedrock call, and per HTTP call to
+OpenAI or Anthropic) and Powertools' `ColdStart` and `Service` annotations; the
+`ResponseTime` metric still times every provider attempt.
 """
 
 from __future__ import annotations
@@ -11,13 +20,11 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from aws_lambda_powertools import Logger
 
-from .api import create_app
+from .api import RestApi, create_app
 from .clients import aws_client
 from .events import EventBridgePublisher, NoEvents, handle_event
 from .router import build_router
@@ -25,16 +32,16 @@ from .sessions import DynamoDBSessionStore, MemorySessionStore, SessionStore
 from .settings import Settings, load_settings
 from .story import BeatGenerator, BeatListener, StoryService
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
 logger = Logger()
-# X-Ray subsegments for every AWS SDK and HTTP call (active tracing is on for the
-# function); a no-op outside Lambda.
-tracer = Tracer()
 
 
 class StoryHandler:
     """The story service and its API, built once per container from `Settings`."""
 
-    def __init__(self, service: StoryService, app: APIGatewayRestResolver) -> None:
+    def __init__(self, service: StoryService, app: RestApi) -> None:
         self.service = service
         self.app = app
 
@@ -90,8 +97,13 @@ def _container() -> StoryHandler:
     return build_handler(load_settings(os.environ))
 
 
-# Responses hold readers' stories: they stay out of traces.
-@tracer.capture_lambda_handler(capture_response=False)
+# In Lambda the container is built while this module is imported, in the init
+# phase: provisioned concurrency then does it before any request arrives. Tests and
+# `make dev` build theirs on first use, after setting the environment.
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    _container()
+
+
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """The Lambda handler (`story_generator.handler.lambda_handler`)."""

@@ -16,14 +16,33 @@ The router waits for the thread only that long, so the deadline holds even when 
 server dribbles bytes; a thread that outlives its budget is abandoned (its reply,
 if any, is ignored), never awaited. A timeout is never retried on the same
 provider; a 429/503 with a short Retry-After that fits in the time left is retried
-once. With `hedge_delay_s` set, a provider that has not answered within the delay
-gets company from the next one, and the first usable reply wins.
+once.
+
+Hedging (`hedge_delay_s` set): when the only attempt in flight has not answered
+within its hedge delay, the next provider starts alongside it and the first usable
+reply wins. So at most two attempts run at once, and each provider is called at
+most once per generation (plus a Retry-After retry), however small the delay. The
+delay is chosen from measured latency: the p95 of the provider's last
+`LATENCY_WINDOW` successful attempts in this container, once there are
+`LATENCY_MIN_SAMPLES` of them, capped by `hedge_delay_s` (alone before that). A
+provider is thus hedged about one call in twenty while its latency holds, and
+never later than configured. An attempt that a hedge beat is left running, not
+forgotten: its outcome, when it comes, still goes to the metrics, the circuit and
+(a success) the latency window, so a black-holed primary still opens its circuit
+while hedges answer for it, and the latencies a hedge cut short still count.
+
+Circuit outcomes are recorded without waiting for the circuit store (see
+circuit.py): a failing provider's fallback starts at once. `generate` ends by
+waiting at most `CIRCUIT_FLUSH_S` for the store writes it queued, which by then
+have usually overlapped a fallback attempt, so that the container, frozen once
+the invocation returns, holds back none of them.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import math
 import queue
 import threading
 import time
@@ -55,6 +74,16 @@ logger = Logger(child=True)
 MAX_RETRY_AFTER_S = 2.0
 # Less time than this left is not worth starting (or waiting for) an attempt.
 MIN_ATTEMPT_S = 0.1
+# The longest `generate` waits for its circuit store writes: several DynamoDB round
+# trips, yet little next to a generation; a write still running resumes on thaw.
+CIRCUIT_FLUSH_S = 0.25
+# The hedge delay follows the p95 of a provider's last LATENCY_WINDOW successful
+# attempts, once there are LATENCY_MIN_SAMPLES of them.
+LATENCY_WINDOW = 100
+LATENCY_MIN_SAMPLES = 20
+HEDGE_QUANTILE = 0.95
+# Failures that say something about the provider's health (not about the request).
+_COUNTED = frozenset({FailureCategory.UNHEALTHY, FailureCategory.MISCONFIGURED})
 
 _Outcome = Completion | ProviderError
 
@@ -70,6 +99,7 @@ class Router:
         circuit: CircuitBreaker,
         metrics: ProviderMetrics,
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.providers = tuple(sorted(providers, key=lambda provider: provider.settings.priority))
         if not self.providers:
@@ -78,8 +108,11 @@ class Router:
         self.circuit = circuit
         self.metrics = metrics
         self._sleep = sleep
-        # Per-container cache: the worker threads that run attempts.
+        self._monotonic = monotonic
+        # Per-container caches: the worker threads that run attempts, and each
+        # provider's recent latencies (for the hedge delay).
         self._workers = _Workers()
+        self._latencies = {provider.settings.name: _Latencies() for provider in self.providers}
 
     def generate(
         self, request: GenerationRequest, accept: Callable[[str], T]
@@ -90,11 +123,70 @@ class Router:
         provider's failure). Raises `errors.BadRequest` when no provider can take the
         prompt and `errors.NoProviderAvailable` when every provider failed.
         """
-        return _Call(self, request, accept).run()
+        call = _Call(self, request, accept)
+        try:
+            return call.run()
+        finally:
+            call.close()
+            self.circuit.flush(CIRCUIT_FLUSH_S)
 
     def circuit_states(self) -> dict[str, CircuitState]:
         """Each provider's circuit state, for `GET /health`."""
         return self.circuit.states()
+
+    def hedge_delay_s(self, name: str) -> float | None:
+        """How long an attempt on provider `name` runs alone before a hedge; None: never."""
+        configured = self.settings.hedge_delay_s
+        if configured is None:
+            return None
+        observed = self._latencies[name].quantile(HEDGE_QUANTILE)
+        return configured if observed is None else min(configured, observed)
+
+    def _record(
+        self,
+        attempt: _Attempt,
+        now: float,
+        *,
+        completion: Completion | None,
+        failure: FailureKind | None = None,
+    ) -> None:
+        """The attempt's metrics (a failure may still have a reply, whose tokens were paid)."""
+        settings = attempt.provider.settings
+        input_tokens = completion.input_tokens if completion else 0
+        output_tokens = completion.output_tokens if completion else 0
+        self.metrics.record(
+            Attempt(
+                provider=settings.name,
+                model=settings.model,
+                latency_ms=(now - attempt.started) * 1000,
+                success=failure is None,
+                fallback=attempt.fallback,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost_usd=settings.cost_usd(input_tokens, output_tokens),
+                failure=failure.value if failure else None,
+            )
+        )
+
+    def _late(self, attempt: _Attempt, outcome: _Outcome) -> None:
+        """The outcome of an attempt left running because a hedge answered first."""
+        now = self._monotonic()
+        name = attempt.provider.settings.name
+        completion: Completion | None
+        error: ProviderError | None
+        if isinstance(outcome, Completion):
+            completion, error = outcome, _unusable(outcome, attempt.provider)
+        else:
+            completion, error = None, outcome
+        if error is None and now > attempt.timeout_at:
+            # What the call would have seen, had it waited.
+            error = ProviderError(FailureKind.TIMEOUT, "replied after its timeout")
+        self._record(attempt, now, completion=completion, failure=error.kind if error else None)
+        if error is None:
+            self._latencies[name].add(now - attempt.started)
+            self.circuit.record_success(name)
+        elif error.kind.category in _COUNTED:
+            self.circuit.record_failure(name, error.kind)
 
 
 def build_router(
@@ -125,7 +217,9 @@ class _Workers:
 
     A thread stuck on a provider that never answers is simply not idle, so it never
     delays another attempt; being a daemon, it never delays the interpreter's exit.
-    Reuse saves starting a thread per attempt on the warm path.
+    Reuse saves starting a thread per attempt on the warm path, and taking the last
+    idle thread starts a spare, so that the attempt most likely next (a fallback, a
+    hedge) does not wait for a thread to start either.
     """
 
     MAX_IDLE = 4
@@ -138,9 +232,13 @@ class _Workers:
     def submit(self, task: Callable[[], None]) -> None:
         """Run `task` on an idle worker, or on a new one when none is idle."""
         with self._lock:
-            spawn = self._idle == 0
-            if not spawn:
+            if self._idle == 0:
+                spawn = True  # the new thread takes `task`
+            else:
                 self._idle -= 1
+                spawn = self._idle == 0
+                if spawn:
+                    self._idle = 1  # the spare, idle from the start
         self._tasks.put(task)
         if spawn:
             threading.Thread(target=self._work, name="ai-attempt", daemon=True).start()
@@ -161,7 +259,77 @@ class _Attempt:
     started: float
     timeout_at: float
     fallback: bool
-    hedged: bool = False
+    # When a hedge joins it, if it is still alone then; None once hedged, or never.
+    hedge_at: float | None = None
+
+
+class _Latencies:
+    """The latencies of a provider's last successful attempts in this container."""
+
+    def __init__(self) -> None:
+        self._samples: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        """One more successful attempt's latency."""
+        with self._lock:
+            self._samples.append(seconds)
+
+    def quantile(self, q: float) -> float | None:
+        """The nearest-rank `q` quantile; None below `LATENCY_MIN_SAMPLES` samples."""
+        with self._lock:
+            ordered = sorted(self._samples)
+        if len(ordered) < LATENCY_MIN_SAMPLES:
+            return None
+        return ordered[math.ceil(q * len(ordered)) - 1]
+
+
+class _Inbox:
+    """Where attempt threads leave their outcomes for the call that started them.
+
+    Once the call is over (`close`), the outcome of an attempt it left running
+    (a hedge answered first) goes to `late` instead; any other late outcome is
+    dropped (an attempt abandoned at its timeout was already recorded as failed).
+    """
+
+    def __init__(self, late: Callable[[_Attempt, _Outcome], None]) -> None:
+        self._queue: queue.SimpleQueue[tuple[int, _Outcome]] = queue.SimpleQueue()
+        self._late = late
+        self._orphans: dict[int, _Attempt] | None = None
+        self._lock = threading.Lock()
+
+    def put(self, attempt_id: int, outcome: _Outcome) -> None:
+        """Deliver the outcome of attempt `attempt_id` (from its worker thread)."""
+        with self._lock:
+            if self._orphans is None:
+                self._queue.put((attempt_id, outcome))
+                return
+            orphan = self._orphans.pop(attempt_id, None)
+        if orphan is not None:
+            self._late(orphan, outcome)
+
+    def get(self, timeout_s: float) -> tuple[int, _Outcome]:
+        """The next outcome; raises `queue.Empty` after `timeout_s`."""
+        return self._queue.get(timeout=timeout_s)
+
+    def close(self, running: Iterable[_Attempt]) -> None:
+        """The call is over: `running` attempts are orphans from now on."""
+        with self._lock:
+            self._orphans = {attempt.id: attempt for attempt in running}
+            arrived = []
+            while True:
+                try:
+                    arrived.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            # Outcomes that came in just before the call ended, unread.
+            settled = [
+                (self._orphans.pop(attempt_id), outcome)
+                for attempt_id, outcome in arrived
+                if attempt_id in self._orphans
+            ]
+        for attempt, outcome in settled:
+            self._late(attempt, outcome)
 
 
 def _run(
@@ -169,9 +337,9 @@ def _run(
     request: GenerationRequest,
     timeout_s: float,
     attempt_id: int,
-    results: queue.SimpleQueue[tuple[int, _Outcome]],
+    inbox: _Inbox,
 ) -> None:
-    """The body of an attempt's worker thread: its outcome goes to `results`."""
+    """The body of an attempt's worker thread: its outcome goes to `inbox`."""
     outcome: _Outcome
     try:
         outcome = provider.complete(request, timeout_s)
@@ -181,7 +349,18 @@ def _run(
     except Exception as error:
         logger.exception("provider client raised", extra={"provider": provider.settings.name})
         outcome = ProviderError(FailureKind.MALFORMED, f"{type(error).__name__}: {error}")
-    results.put((attempt_id, outcome))
+    inbox.put(attempt_id, outcome)
+
+
+def _unusable(completion: Completion, provider: Provider) -> ProviderError | None:
+    """Why a reply is of no use whatever the caller thinks of its text, if it is not."""
+    if completion.truncated:
+        return ProviderError(
+            FailureKind.TRUNCATED, f"cut at max_tokens {provider.settings.max_tokens}"
+        )
+    if not completion.text.strip():
+        return ProviderError(FailureKind.EMPTY, "the reply has no text")
+    return None
 
 
 class _Call(Generic[T]):
@@ -193,12 +372,13 @@ class _Call(Generic[T]):
         self.router = router
         self.request = request
         self.accept = accept
-        self.started = time.monotonic()
+        self.now = router._monotonic
+        self.started = self.now()
         self.deadline = self.started + router.settings.deadline_s
         self.estimated_tokens = request.estimated_input_tokens()
         self.pending = deque(router.providers)
         self.in_flight: dict[int, _Attempt] = {}
-        self.results: queue.SimpleQueue[tuple[int, _Outcome]] = queue.SimpleQueue()
+        self.inbox = _Inbox(router._late)
         self.attempt_ids = itertools.count(1)
         self.failures: dict[str, FailureKind] = {}
         self.retried: set[str] = set()
@@ -217,6 +397,11 @@ class _Call(Generic[T]):
                 if accepted is not None:
                     return accepted
 
+    def close(self) -> None:
+        """The call is over: attempts still in flight (a hedge won) become orphans."""
+        self.inbox.close(self.in_flight.values())
+        self.in_flight.clear()
+
     def _fits(self, provider: Provider) -> bool:
         window = provider.settings.context_window
         if window is None:
@@ -229,7 +414,7 @@ class _Call(Generic[T]):
         while self.pending:
             provider = self.pending.popleft()
             name = provider.settings.name
-            remaining = self.deadline - time.monotonic()
+            remaining = self.deadline - self.now()
             if remaining < MIN_ATTEMPT_S:
                 for skipped in (provider, *self.pending):
                     self.failures.setdefault(skipped.settings.name, FailureKind.DEADLINE_EXCEEDED)
@@ -245,7 +430,8 @@ class _Call(Generic[T]):
         return False
 
     def _launch(self, provider: Provider, timeout_s: float) -> None:
-        now = time.monotonic()
+        now = self.now()
+        hedge_delay_s = self.router.hedge_delay_s(provider.settings.name)
         attempt = _Attempt(
             id=next(self.attempt_ids),
             provider=provider,
@@ -255,19 +441,19 @@ class _Call(Generic[T]):
             # was skipped (open circuit, context window): the fallback rate
             # must show a long outage of the primary, not only its first minutes.
             fallback=provider is not self.router.providers[0],
+            hedge_at=None if hedge_delay_s is None else now + hedge_delay_s,
         )
         self.in_flight[attempt.id] = attempt
         self.router._workers.submit(
-            functools.partial(_run, provider, self.request, timeout_s, attempt.id, self.results)
+            functools.partial(_run, provider, self.request, timeout_s, attempt.id, self.inbox)
         )
 
     def _hedge_at(self) -> float | None:
         """When to start the next provider alongside the only one in flight, if at all."""
-        delay = self.router.settings.hedge_delay_s
-        if delay is None or len(self.in_flight) != 1 or not self.pending:
+        if len(self.in_flight) != 1 or not self.pending:
             return None
         (attempt,) = self.in_flight.values()
-        return None if attempt.hedged else attempt.started + delay
+        return attempt.hedge_at
 
     def _wait(self) -> tuple[_Attempt, _Outcome] | None:
         """The next attempt to finish, or None after a timeout or a hedge."""
@@ -276,9 +462,9 @@ class _Call(Generic[T]):
         if hedge_at is not None:
             wake = min(wake, hedge_at)
         try:
-            attempt_id, outcome = self.results.get(timeout=max(0.0, wake - time.monotonic()))
+            attempt_id, outcome = self.inbox.get(max(0.0, wake - self.now()))
         except queue.Empty:
-            now = time.monotonic()
+            now = self.now()
             for attempt in [a for a in self.in_flight.values() if a.timeout_at <= now]:
                 # Abandoned: its thread ends on its own; whatever it returns is ignored.
                 del self.in_flight[attempt.id]
@@ -288,7 +474,7 @@ class _Call(Generic[T]):
                 )
             if hedge_at is not None and hedge_at <= now and len(self.in_flight) == 1:
                 (attempt,) = self.in_flight.values()
-                attempt.hedged = True
+                attempt.hedge_at = None
                 self._start_next()
             return None
         attempt_or_none = self.in_flight.pop(attempt_id, None)
@@ -302,26 +488,19 @@ class _Call(Generic[T]):
             self._fail(attempt, outcome)
             return None
         settings = attempt.provider.settings
-        try:
-            if outcome.truncated:
-                raise ProviderError(
-                    FailureKind.TRUNCATED, f"cut at max_tokens {settings.max_tokens}"
-                )
-            if not outcome.text.strip():
-                raise ProviderError(FailureKind.EMPTY, "the reply has no text")
+        error = _unusable(outcome, attempt.provider)
+        if error is None:
             try:
                 value = self.accept(outcome.text)
-            except MalformedReply as error:
-                raise ProviderError(FailureKind.MALFORMED, str(error)) from None
-        except ProviderError as error:
+            except MalformedReply as rejected:
+                error = ProviderError(FailureKind.MALFORMED, str(rejected))
+        if error is not None:
             self._fail(attempt, error, outcome)
             return None
-        now = time.monotonic()
-        cost = settings.cost_usd(outcome.input_tokens, outcome.output_tokens)
-        self._record(attempt, now, success=True, completion=outcome)
+        now = self.now()
+        self.router._record(attempt, now, completion=outcome)
+        self.router._latencies[settings.name].add(now - attempt.started)
         self.router.circuit.record_success(settings.name)
-        # Attempts still in flight (hedging) are abandoned with their threads.
-        self.in_flight.clear()
         return value, Generation(
             text=outcome.text,
             provider=settings.name,
@@ -329,7 +508,7 @@ class _Call(Generic[T]):
             input_tokens=outcome.input_tokens,
             output_tokens=outcome.output_tokens,
             latency_ms=(now - self.started) * 1000,
-            cost_usd=cost,
+            cost_usd=settings.cost_usd(outcome.input_tokens, outcome.output_tokens),
             fallback=attempt.fallback,
         )
 
@@ -337,9 +516,9 @@ class _Call(Generic[T]):
         self, attempt: _Attempt, error: ProviderError, completion: Completion | None = None
     ) -> None:
         settings = attempt.provider.settings
-        now = time.monotonic()
+        now = self.now()
         self.failures[settings.name] = error.kind
-        self._record(attempt, now, success=False, completion=completion, failure=error.kind)
+        self.router._record(attempt, now, completion=completion, failure=error.kind)
         logger.warning(
             "provider failed",
             extra={
@@ -349,8 +528,8 @@ class _Call(Generic[T]):
                 "latency_ms": round((now - attempt.started) * 1000, 1),
             },
         )
-        category = error.kind.category
-        if category in (FailureCategory.UNHEALTHY, FailureCategory.MISCONFIGURED):
+        if error.kind.category in _COUNTED:
+            # Counted here at once; the store write happens in the background.
             self.router.circuit.record_failure(settings.name, error.kind)
         if error.kind is FailureKind.CONTEXT_EXCEEDED and settings.context_window:
             self.too_small_window = max(self.too_small_window, settings.context_window)
@@ -365,35 +544,9 @@ class _Call(Generic[T]):
         return (
             wait is not None
             and wait <= MAX_RETRY_AFTER_S
-            and wait + MIN_ATTEMPT_S <= self.deadline - time.monotonic()
+            and wait + MIN_ATTEMPT_S <= self.deadline - self.now()
             and provider.settings.name not in self.retried
             and not self.in_flight
-        )
-
-    def _record(
-        self,
-        attempt: _Attempt,
-        now: float,
-        *,
-        success: bool,
-        completion: Completion | None,
-        failure: FailureKind | None = None,
-    ) -> None:
-        settings = attempt.provider.settings
-        input_tokens = completion.input_tokens if completion else 0
-        output_tokens = completion.output_tokens if completion else 0
-        self.router.metrics.record(
-            Attempt(
-                provider=settings.name,
-                model=settings.model,
-                latency_ms=(now - attempt.started) * 1000,
-                success=success,
-                fallback=attempt.fallback,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cost_usd=settings.cost_usd(input_tokens, output_tokens),
-                failure=failure.value if failure else None,
-            )
         )
 
     def _prompt_too_large(self) -> BadRequest:

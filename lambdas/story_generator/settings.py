@@ -42,12 +42,14 @@ class ProviderSettings:
     model: str
     priority: int
     max_tokens: int = 1024
-    temperature: float = 0.7
+    # None: the request leaves the field out and the model's own default applies.
+    temperature: float | None = None
     timeout_s: float = 10.0
     input_price_per_1k: float = 0.0
     output_price_per_1k: float = 0.0
     endpoint_url: str | None = None
     context_window: int | None = None
+    reasoning_effort: str | None = None
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         """The price of one call in US dollars."""
@@ -221,6 +223,9 @@ class _Fields:
     def optional_number(self, key: str, low: float, high: float) -> float | None:
         return None if self._raw.get(key) is None else self.number(key, low, high)
 
+    def optional_choice(self, key: str, allowed: tuple[str, ...]) -> str | None:
+        return None if self._raw.get(key) is None else self.choice(key, allowed)
+
 
 def _parse_json(name: str, text: str) -> object:
     try:
@@ -229,7 +234,8 @@ def _parse_json(name: str, text: str) -> object:
         raise ConfigurationError(f"{name} is not valid JSON ({error}): {text[:200]!r}") from None
 
 
-_PROVIDER_FIELDS = (
+# The fields of an AI_PROVIDER_CONFIG entry (the Pulumi component writes exactly these).
+PROVIDER_FIELDS: Final = (
     "name",
     "kind",
     "model",
@@ -241,9 +247,13 @@ _PROVIDER_FIELDS = (
     "output_price_per_1k",
     "endpoint_url",
     "context_window",
+    "reasoning_effort",
 )
 _KINDS = tuple(kind.value for kind in ProviderKind)
-_MODEL = re.compile(r"\S{1,256}")
+# Long enough for Bedrock inference profile ARNs: Converse takes a modelId of up to 2048.
+_MODEL = re.compile(r"\S{1,2048}")
+# The `reasoning_effort` values of OpenAI's chat completions; each model takes a subset.
+REASONING_EFFORTS: Final = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 _PRICE_MAX = 1000.0
 
 
@@ -270,7 +280,7 @@ def _providers(text: str | None) -> tuple[ProviderSettings, ...]:
 
 def _provider(index: int, entry: object) -> ProviderSettings:
     label = f" ({entry.get('name')!r})" if isinstance(entry, dict) and "name" in entry else ""
-    fields = _Fields(f"AI_PROVIDER_CONFIG[{index}]{label}", entry, _PROVIDER_FIELDS)
+    fields = _Fields(f"AI_PROVIDER_CONFIG[{index}]{label}", entry, PROVIDER_FIELDS)
     kind = ProviderKind(fields.choice("kind", _KINDS))
     # Anthropic's API takes temperatures up to 1 only; the others up to 2.
     max_temperature = 1.0 if kind is ProviderKind.ANTHROPIC else 2.0
@@ -280,12 +290,12 @@ def _provider(index: int, entry: object) -> ProviderSettings:
         model=fields.text(
             "model",
             _MODEL,
-            "use the provider's model id (no spaces)",
+            "use the provider's model id, inference profile id or ARN (no spaces)",
             default="mock" if kind is ProviderKind.MOCK else _REQUIRED,
         ),
         priority=fields.integer("priority", 1, 100),
         max_tokens=fields.integer("max_tokens", 1, 200_000, default=1024),
-        temperature=fields.number("temperature", 0.0, max_temperature, default=0.7),
+        temperature=fields.optional_number("temperature", 0.0, max_temperature),
         timeout_s=fields.number("timeout_s", 0.1, 28.0, default=10.0),
         input_price_per_1k=fields.number("input_price_per_1k", 0.0, _PRICE_MAX, default=0.0),
         output_price_per_1k=fields.number("output_price_per_1k", 0.0, _PRICE_MAX, default=0.0),
@@ -293,7 +303,18 @@ def _provider(index: int, entry: object) -> ProviderSettings:
             "endpoint_url", _URL, "use an http:// or https:// URL without query or fragment"
         ),
         context_window=fields.optional_integer("context_window", 1, 10_000_000),
+        reasoning_effort=_reasoning_effort(fields, kind),
     )
+
+
+def _reasoning_effort(fields: _Fields, kind: ProviderKind) -> str | None:
+    effort = fields.optional_choice("reasoning_effort", REASONING_EFFORTS)
+    if effort is not None and kind is not ProviderKind.OPENAI:
+        raise fields.fail(
+            "reasoning_effort",
+            f"only openai providers take reasoning_effort (this one is {kind.value}); remove it",
+        )
+    return effort
 
 
 _ROUTER_FIELDS = (

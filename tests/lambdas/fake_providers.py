@@ -9,6 +9,12 @@ A fake answers each request with the next queued `Action` (`times=n`), else with
 its standing one (set when `times` is None). Nothing here sleeps to synchronise:
 a hanging or slow fake waits on an event that closing the server sets.
 
+Before that, each fake refuses the fields its API refuses, with the real status
+and error body (see `refusal`): OpenAI's reasoning models (ids starting with
+`OPENAI_REASONING_PREFIXES`) take no `temperature` and no `max_tokens`; Claude
+models from Opus 4.7 on (`CLAUDE_WITHOUT_SAMPLING`) take no `temperature`, on
+Anthropic's API and on Bedrock alike; Anthropic refuses a temperature outside 0-1.
+
 `bench/router.py` imports these fakes too.
 """
 
@@ -20,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -33,8 +39,21 @@ from lambdas.story_generator.router import Router, build_router
 from lambdas.story_generator.settings import Settings, load_settings
 
 Kind = Literal["openai", "anthropic", "bedrock"]
+_ABSENT: Any = object()
 BEAT = json.dumps({"text": "The train leaves without you.", "choices": ["Wait", "Run"]})
 BEDROCK_REGION = "eu-west-1"
+OPENAI_REASONING_PREFIXES = ("gpt-5", "gpt-6", "o1", "o3", "o4")
+# Claude families that answer 400 to any temperature; matched anywhere in the model id,
+# so that Bedrock's "us.anthropic.claude-haiku-5-5" is one too.
+CLAUDE_WITHOUT_SAMPLING = (
+    "claude-opus-4-7",
+    "claude-opus-4-8",
+    "claude-opus-5",
+    "claude-sonnet-5",
+    "claude-haiku-5",
+    "claude-fable",
+    "claude-mythos",
+)
 
 
 @dataclass(frozen=True)
@@ -126,22 +145,11 @@ class FakeProvider:
         """Answer with the provider's error format.
 
         `code` is OpenAI's `error.code` (and `type`), Anthropic's `error.type`, or
-        Bedrock's exception name (sent in `x-amzn-ErrorType`).
+        Bedrock's exception name (sent in `x-amzn-ErrorType`); `error_fields` are
+        added to (or replace fields of) OpenAI's and Anthropic's `error` object.
         """
-        error_headers = dict(headers or {})
-        if self.kind == "openai":
-            body: object = {
-                "error": {"message": message, "type": code, "param": None, "code": code}
-            }
-        elif self.kind == "anthropic":
-            error = {"type": code, "message": message, **(error_fields or {})}
-            body = {"type": "error", "error": error}
-        else:
-            body = {"message": message}
-            error_headers["x-amzn-ErrorType"] = code
-        return self.act(
-            Action(status, json.dumps(body).encode(), error_headers, delay_s=delay_s), times
-        )
+        action = self._error(status, code, message, headers=headers, error_fields=error_fields)
+        return self.act(replace(action, delay_s=delay_s), times)
 
     def send(self, status: int, body: bytes, times: int | None = None) -> FakeProvider:
         """Answer with exactly `body` (for replies that are not what the API promises)."""
@@ -228,9 +236,92 @@ class FakeProvider:
             }
         return Action(body=json.dumps(body).encode())
 
+    def refusal(self, received: Received) -> Action | None:
+        """The 400 the real API answers to a field that this model refuses, if any."""
+        body: Mapping[str, Any] = received.body if isinstance(received.body, dict) else {}
+        if self.kind == "openai":
+            return self._openai_refusal(body)
+        if self.kind == "anthropic":
+            model = str(body.get("model", ""))
+            return self._claude_refusal(model, body.get("temperature", _ABSENT))
+        config = body.get("inferenceConfig")
+        temperature = config.get("temperature", _ABSENT) if isinstance(config, dict) else _ABSENT
+        return self._claude_refusal(received.path, temperature)
+
+    def _openai_refusal(self, body: Mapping[str, Any]) -> Action | None:
+        if not str(body.get("model", "")).startswith(OPENAI_REASONING_PREFIXES):
+            return None
+        if "max_tokens" in body:
+            message = (
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead."
+            )
+            return self._openai_invalid("max_tokens", "unsupported_parameter", message)
+        if "temperature" not in body:
+            return None
+        value = body["temperature"]
+        if value == 1:
+            # gpt-5.2 and later refuse any temperature, with this text and no code.
+            message = "Unsupported parameter: 'temperature' is not supported with this model."
+            return self._openai_invalid("temperature", None, message)
+        message = (
+            f"Unsupported value: 'temperature' does not support {json.dumps(value)} with this "
+            "model. Only the default (1) value is supported."
+        )
+        return self._openai_invalid("temperature", "unsupported_value", message)
+
+    def _openai_invalid(self, param: str, code: str | None, message: str) -> Action:
+        fields = {"type": "invalid_request_error", "param": param, "code": code}
+        return self._error(400, "invalid_request_error", message, error_fields=fields)
+
+    def _claude_refusal(self, model: str, temperature: object) -> Action | None:
+        if temperature is _ABSENT:
+            return None
+        if any(family in model for family in CLAUDE_WITHOUT_SAMPLING):
+            message = "`temperature` is deprecated for this model."
+        elif isinstance(temperature, int | float) and temperature > 1:
+            message = "temperature: range: 0..1"
+        elif isinstance(temperature, int | float) and temperature < 0:
+            message = f"`temperature` cannot be set to {temperature:g} for this model"
+        else:
+            return None
+        if self.kind == "anthropic":
+            return self._error(400, "invalid_request_error", message)
+        # Bedrock passes Anthropic's own error body on inside a ValidationException.
+        upstream = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+        return self._error(
+            400,
+            "ValidationException",
+            f"The model returned the following errors: {json.dumps(upstream)}",
+        )
+
+    def _error(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        error_fields: Mapping[str, object] | None = None,
+    ) -> Action:
+        error_headers = dict(headers or {})
+        if self.kind == "openai":
+            error: dict[str, object] = {"message": message, "type": code, "param": None}
+            body: object = {"error": {**error, "code": code, **(error_fields or {})}}
+        elif self.kind == "anthropic":
+            error = {"type": code, "message": message, **(error_fields or {})}
+            body = {"type": "error", "error": error}
+        else:
+            body = {"message": message}
+            error_headers["x-amzn-ErrorType"] = code
+        return Action(status, json.dumps(body).encode(), error_headers)
+
     def _next_action(self, received: Received) -> Action:
         with self._lock:
             self.requests.append(received)
+            refusal = self.refusal(received)
+            if refusal is not None:
+                return refusal
             return self._queue.popleft() if self._queue else self._standing
 
 

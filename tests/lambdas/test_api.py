@@ -1,4 +1,8 @@
-"""The story API through the handler, on moto DynamoDB, with the real router and mock provider."""
+"""The story API through the handler, on moto DynamoDB, with the real router and mock provider.
+
+Most requests are the dev server's proxy events; the routing tests at the end send
+events shaped as API Gateway sends them, on the execute-api host and on custom domains.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,19 @@ import json
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 import boto3
 import pytest
+import yaml
 
+from components.api_definition import (
+    ANY_METHOD,
+    OPENAPI_PATH,
+    api_definition,
+    method_not_allowed_body,
+)
+from lambdas.devserver import LocalContext
 from lambdas.story_generator.errors import NoProviderAvailable
 from lambdas.story_generator.handler import StoryHandler, build_handler
 from lambdas.story_generator.settings import load_settings
@@ -416,3 +429,240 @@ def test_every_response_is_json(call: Call) -> None:
 
 def test_unused_session_id_is_valid_uuid() -> None:
     assert str(uuid.UUID(UNKNOWN_SESSION)) == UNKNOWN_SESSION
+
+
+# --- routing, as API Gateway's REST proxy integration calls the function ------------------
+
+ALLOWED_METHODS = ("GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS")
+OTHER_METHODS = ("TRACE", "CONNECT", "QUERY", "PROPFIND", "BREW")
+API_ID = "abc123defg"
+EXECUTE_API_HOST = f"{API_ID}.execute-api.us-east-1.amazonaws.com"
+
+
+def gateway_event(
+    method: str,
+    resource: str,
+    path: str,
+    client_path: str,
+    host: str = EXECUTE_API_HOST,
+    body: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A REST API proxy event as API Gateway sends it (the shape of AWS's documented example).
+
+    `path` is what API Gateway puts in `path`; `client_path` the path the client sent
+    (`requestContext.path`): with the stage on the execute-api host, with the base path
+    on a custom domain.
+    """
+    template = resource.split("/")[1:]
+    values = {
+        part[1:-1]: unquote(value)
+        for part, value in zip(template, path.split("/")[-len(template) :], strict=True)
+        if part.startswith("{")
+    }
+    all_headers = {
+        "Host": host,
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+        "User-Agent": "curl/8.5.0",
+        "X-Amzn-Trace-Id": "Root=1-67891233-abcdef012345678912345678",
+        "X-Forwarded-For": "203.0.113.7",
+        "X-Forwarded-Port": "443",
+        "X-Forwarded-Proto": "https",
+        **(headers or {}),
+    }
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": all_headers,
+        "multiValueHeaders": {name: [value] for name, value in all_headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": values or None,
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": API_ID,
+            "domainName": host,
+            "domainPrefix": host.split(".")[0],
+            "extendedRequestId": "c3R5bGUtZXh0ZW5kZWQ=",
+            "httpMethod": method,
+            "identity": {"sourceIp": "203.0.113.7", "userAgent": "curl/8.5.0"},
+            "path": client_path,
+            "protocol": "HTTP/1.1",
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+            "requestTime": "09/Apr/2026:12:34:56 +0000",
+            "requestTimeEpoch": 1775738096000,
+            "resourceId": "a1b2c3",
+            "resourcePath": resource,
+            "stage": "dev",
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+def send(handler: StoryHandler, event: dict[str, Any]) -> Reply:
+    result = handler(event, LocalContext())
+    return Reply(result["statusCode"], result["headers"], json.loads(result["body"]))
+
+
+# (host, the client's prefix, whether API Gateway also leaves the prefix in `path`)
+DEPLOYMENTS = {
+    # https://abc123defg.execute-api.us-east-1.amazonaws.com/dev/stories
+    "execute-api stage": (EXECUTE_API_HOST, "/dev", False),
+    # https://api.example.com/v1/stories, base path mapping `v1`: API Gateway keeps the
+    # base path in `path` as well (as reported for REST proxy events)...
+    "custom domain base path": ("api.example.com", "/v1", True),
+    # ...and the prefix is found the same way if it does not.
+    "custom domain base path, bare path": ("api.example.com", "/v1", False),
+    "custom domain two-level base path": ("api.example.com", "/story/v1", True),
+    # https://api.example.com/stories, an empty base path mapping.
+    "custom domain root": ("api.example.com", "", False),
+}
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_location_is_the_path_the_client_addresses_the_session_by(
+    handler: StoryHandler, deployment: str
+) -> None:
+    host, prefix, prefix_in_path = DEPLOYMENTS[deployment]
+
+    def event(method: str, resource: str, path: str, body: str | None = None) -> dict[str, Any]:
+        seen = prefix + path if prefix_in_path else path
+        return gateway_event(method, resource, seen, prefix + path, host, body)
+
+    started = send(handler, event("POST", "/stories", "/stories", json.dumps(START)))
+    assert started.status == 201, started.body
+    session_id = started.body["session_id"]
+    location = started.headers["Location"]
+    assert location == f"{prefix}/stories/{session_id}", "the stage or base path is kept"
+    assert location.startswith(prefix + "/")
+    resource_path = location.removeprefix(prefix)
+    fetched = send(handler, event("GET", "/stories/{session_id}", resource_path))
+    assert (fetched.status, fetched.body["session_id"]) == (200, session_id), (
+        "following Location reaches the session"
+    )
+    chose = send(
+        handler,
+        event(
+            "POST",
+            "/stories/{session_id}/choices",
+            f"{resource_path}/choices",
+            json.dumps({"beat": 0, "choice": 0}),
+        ),
+    )
+    assert chose.status == 200, chose.body
+
+
+def test_location_has_no_prefix_without_a_client_path(handler: StoryHandler) -> None:
+    event = gateway_event("POST", "/stories", "/stories", "/dev/stories", body=json.dumps(START))
+    del event["requestContext"]["path"]
+    reply = send(handler, event)
+    assert reply.headers["Location"] == f"/stories/{reply.body['session_id']}"
+
+
+def test_location_under_the_dev_server_has_no_prefix(call: Call) -> None:
+    reply = start(call)
+    assert reply.headers["Location"] == f"/stories/{reply.body['session_id']}"
+
+
+def api_document() -> dict[str, Any]:
+    spec = yaml.safe_load(OPENAPI_PATH.read_text())
+    return api_definition(spec, "arn:aws:apigateway:test", "test")
+
+
+def gateway_mock_405(path: str) -> tuple[str, dict[str, Any]]:
+    """API Gateway's own answer to a method `path` does not declare: (Allow, body)."""
+    mock = api_document()["paths"][path][ANY_METHOD]["x-amazon-apigateway-integration"]
+    answer = mock["responses"]["default"]
+    allow = answer["responseParameters"]["method.response.header.Allow"].strip("'")
+    return allow, json.loads(answer["responseTemplates"]["application/json"])
+
+
+@pytest.mark.parametrize("path", yaml.safe_load(OPENAPI_PATH.read_text())["paths"])
+def test_every_other_method_is_the_405_api_gateway_answers(
+    handler: StoryHandler, path: str
+) -> None:
+    served = {method.upper() for method in api_document()["paths"][path] if method != ANY_METHOD}
+    allow, gateway_body = gateway_mock_405(path)
+    assert gateway_body == method_not_allowed_body(allow)
+    concrete = path.replace("{session_id}", UNKNOWN_SESSION)
+    for method in [*ALLOWED_METHODS, *OTHER_METHODS]:
+        if method in served:
+            continue
+        reply = send(handler, gateway_event(method, path, concrete, f"/dev{concrete}"))
+        assert reply.status == 405, (method, path)
+        assert reply.headers["Allow"] == allow, (method, path)
+        assert reply.body == method_not_allowed_body(allow), (
+            f"{method} {path}: the Lambda's 405 must be API Gateway's, so make dev matches"
+        )
+
+
+def test_405_comes_before_the_session_id_and_the_body_are_read(call: Call) -> None:
+    reply = call("DELETE", "/stories/not-a-session", "{")
+    assert (reply.status, reply.headers["Allow"]) == (405, "GET")
+
+
+def test_unknown_route_lists_the_routes(call: Call) -> None:
+    reply = call("GET", "/stories/x/y/z")
+    assert reply.body["error"]["message"] == (
+        "No route GET /stories/x/y/z; the API has POST /stories, GET /stories/{session_id}, "
+        "POST /stories/{session_id}/choices, GET /health."
+    )
+
+
+@pytest.mark.parametrize("path", ["/stories/", "//stories", "/stories//choices", "/health/"])
+def test_empty_segments_do_not_match_a_route(call: Call, path: str) -> None:
+    reply = call("GET", path)
+    assert (reply.status, reply.body["error"]["code"]) == (404, "route_not_found")
+
+
+def test_path_parameters_are_percent_decoded(call: Call) -> None:
+    session_id = start(call).body["session_id"]
+    encoded = "".join(f"%{ord(char):02X}" for char in session_id)
+    reply = call("GET", f"/stories/{encoded}")
+    assert (reply.status, reply.body["session_id"]) == (200, session_id)
+
+
+@pytest.mark.parametrize("name", ["Idempotency-Key", "idempotency-key", "IDEMPOTENCY-KEY"])
+def test_header_names_are_case_insensitive(call: Call, name: str) -> None:
+    first = call("POST", "/stories", START, {"Idempotency-Key": "same-key"})
+    again = call("POST", "/stories", START, {name: "same-key"})
+    assert again.body["session_id"] == first.body["session_id"], name
+
+
+def test_headers_are_read_from_multi_value_headers_alone(handler: StoryHandler) -> None:
+    body = json.dumps(START)
+    first = send(
+        handler,
+        gateway_event(
+            "POST",
+            "/stories",
+            "/stories",
+            "/dev/stories",
+            body=body,
+            headers={"Idempotency-Key": "k-1"},
+        ),
+    )
+    event = gateway_event("POST", "/stories", "/stories", "/dev/stories", body=body)
+    event["headers"] = None
+    event["multiValueHeaders"]["idempotency-key"] = ["k-0", "k-1"]
+    again = send(handler, event)
+    assert again.body["session_id"] == first.body["session_id"], "the last value counts"
+
+
+def test_errors_carry_api_gateway_request_id(faked: StoryHandler, fake_router: FakeRouter) -> None:
+    fake_router.fail = RuntimeError("boom")
+    event = gateway_event("POST", "/stories", "/stories", "/dev/stories", body=json.dumps(START))
+    reply = send(faked, event)
+    assert reply.status == 500
+    assert reply.body["error"]["request_id"] == "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+
+
+def test_the_result_is_a_lambda_proxy_result(handler: StoryHandler) -> None:
+    result = handler(gateway_event("GET", "/health", "/health", "/dev/health"), LocalContext())
+    assert set(result) == {"statusCode", "headers", "body", "isBase64Encoded"}
+    assert result["isBase64Encoded"] is False and isinstance(result["body"], str)
+    assert result["headers"] == {"Content-Type": "application/json"}

@@ -1,17 +1,21 @@
-"""circuit.py: open after N failures, one half-open probe, state shared through DynamoDB.
+"""circuit.py: open after N failures, one half-open probe, state shared through DynamoDB,
+store writes off the request path.
 
-Time is a `FakeClock`: cool-downs pass by advancing it, never by sleeping.
+Time is a `FakeClock`: cool-downs pass by advancing it, never by sleeping. Store
+writes that must still be pending wait on an event the test sets (`BlockingStore`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pytest
 
 from lambdas.story_generator.circuit import (
+    BackgroundWriter,
     CircuitBreaker,
     CircuitRecord,
     CircuitState,
@@ -19,7 +23,7 @@ from lambdas.story_generator.circuit import (
     MemoryCircuitStore,
 )
 from lambdas.story_generator.generation import GenerationRequest, Message
-from lambdas.story_generator.providers import FailureKind
+from lambdas.story_generator.providers import Completion, FailureKind
 from lambdas.story_generator.router import Router
 from lambdas.story_generator.settings import RouterSettings
 from tests.lambdas.fake_providers import FakeClock, FakeProvider, router_for
@@ -47,8 +51,10 @@ def breaker(
 
 
 def fail(circuit: CircuitBreaker, times: int, kind: FailureKind = FailureKind.UNAVAILABLE) -> None:
+    """`times` failures of `p`, their store writes flushed as the end of a generation does."""
     for _ in range(times):
         circuit.record_failure("p", kind)
+    assert circuit.flush(5), "the writes reached the store"
 
 
 def assert_open_for(circuit: CircuitBreaker, clock: FakeClock, seconds: float) -> None:
@@ -256,3 +262,139 @@ def test_a_failing_circuit_store_never_fails_a_generation(
     assert results == ["mock"] * 3
     assert "circuit store failed" in caplog.text
     assert len(fake_openai.requests) == 2, "the circuit still opened, on local state"
+
+
+def test_a_failed_probe_opens_again_a_circuit_that_a_misconfiguration_opened() -> None:
+    clock = FakeClock()
+    circuit = breaker(MemoryCircuitStore(), clock)
+    fail(circuit, 1, FailureKind.UNAUTHORIZED)
+    clock.advance(301)
+    assert circuit.allow("p"), "the probe"
+
+    fail(circuit, 1, FailureKind.TIMEOUT)
+
+    # 2 failures, below the threshold of 3: the failed probe alone must open it again.
+    assert_open_for(circuit, clock, 30)
+
+
+class BlockingStore(MemoryCircuitStore):
+    """A store whose failure writes wait until the test sets `release`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def add_failure(self, name: str, failure: str, expires_at: float) -> CircuitRecord:
+        # Bounded, so that a router that waits for the write fails the test, not hangs it.
+        self.release.wait(timeout=5)
+        return super().add_failure(name, failure, expires_at)
+
+
+def stored(store: MemoryCircuitStore, name: str = "p") -> CircuitRecord:
+    return store.load([name])[name]
+
+
+def test_the_fallback_starts_before_the_failed_providers_store_write_completes(
+    fake_openai: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_openai.fail(503, "", "Down")
+    store = BlockingStore()
+    router = router_for(fake_openai.entry(), MOCK, store=store)
+    fallback = router.providers[1]
+    complete = fallback.complete
+    failures_stored_when_called: list[int] = []
+
+    def complete_and_release(request: GenerationRequest, timeout_s: float) -> Completion:
+        failures_stored_when_called.append(stored(store, "openai").failures)
+        store.release.set()
+        return complete(request, timeout_s)
+
+    monkeypatch.setattr(fallback, "complete", complete_and_release)
+
+    _, generation = router.generate(REQUEST, str)
+
+    assert generation.provider == "mock"
+    assert failures_stored_when_called == [0], (
+        "the fallback was called while the primary's failure was still on its way to the store"
+    )
+    assert router.circuit.flush(5)
+    assert stored(store, "openai").failures == 1, "and the write was applied after all"
+
+
+def test_a_failure_counts_here_at_once_and_in_the_store_once_flushed() -> None:
+    store = BlockingStore()
+    circuit = breaker(store, FakeClock())
+
+    for _ in range(3):
+        circuit.record_failure("p", FailureKind.UNAVAILABLE)
+
+    assert not circuit.allow("p"), "open in this container at once: no write has landed yet"
+    assert not circuit.flush(0), "the writes are still queued"
+    assert stored(store) == CircuitRecord()
+    store.release.set()
+    assert circuit.flush(5), "a flush waits for the queued writes"
+    record = stored(store)
+    assert record.failures == 3 and record.open_until, "every failure counted, opened in the store"
+
+
+def test_failures_of_two_containers_add_up_to_the_threshold_in_the_store() -> None:
+    clock = FakeClock()
+    store = MemoryCircuitStore()
+    first, second = breaker(store, clock), breaker(store, clock)
+    assert first.allow("p") and second.allow("p"), "both have read the closed circuit"
+
+    fail(first, 2)
+    fail(second, 1)
+
+    assert not second.allow("p"), "the store's count (3, from the ADD) opened it"
+    assert stored(store).failures == 3 and stored(store).open_until
+    assert first.allow("p"), "within its cache period the first has not seen it yet"
+    clock.advance(2)
+    assert not first.allow("p"), "then it reads the open circuit"
+
+
+class WriteFailingStore(MemoryCircuitStore):
+    """Reads work, every write raises (throttled, say)."""
+
+    def add_failure(self, name: str, failure: str, expires_at: float) -> CircuitRecord:
+        raise RuntimeError("throttled")
+
+    def open(self, name: str, until: float, expires_at: float) -> None:
+        raise RuntimeError("throttled")
+
+    def reset(self, name: str) -> None:
+        raise RuntimeError("throttled")
+
+
+def test_a_store_whose_writes_raise_still_yields_generations(
+    fake_openai: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_openai.fail(503, "", "Down")
+    router = router_for(fake_openai.entry(), MOCK, store=WriteFailingStore(), router=ROUTER_CONFIG)
+
+    with caplog.at_level(logging.WARNING):
+        results = [router.generate(REQUEST, str)[1].provider for _ in range(3)]
+        assert router.circuit.flush(5), "a failed write is done with, too"
+
+    assert results == ["mock"] * 3
+    assert "circuit store failed" in caplog.text
+    assert len(fake_openai.requests) == 2, "the circuit opened on this container's count"
+
+
+def test_writes_beyond_the_queue_bound_are_dropped_and_counted_here_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = BlockingStore()
+    circuit = CircuitBreaker(
+        store, ["p"], SETTINGS, clock=FakeClock(), writer=BackgroundWriter(capacity=2)
+    )
+
+    with caplog.at_level(logging.WARNING):
+        for _ in range(4):  # the store is stuck: none of these may wait for it
+            circuit.record_failure("p", FailureKind.UNAVAILABLE)
+
+    assert caplog.text.count("circuit store write dropped") == 2, "2 queued, 2 dropped"
+    assert not circuit.allow("p"), "this container counted all 4 failures: open"
+    store.release.set()
+    assert circuit.flush(5)
+    assert stored(store).failures == 2, "the dropped writes never reached the store"

@@ -1,4 +1,10 @@
-"""The local devserver: a whole story over real HTTP, on an ephemeral port."""
+"""The local devserver over real HTTP, on an ephemeral port of 127.0.0.1.
+
+A whole story; every method reaching the handler; API Gateway's own answers (413,
+504, 502) from openapi.yaml; request framing (411, chunked bodies, Expect); the
+console (a line per request, the Lambda's logs and metrics only when asked); and
+`python -m lambdas.devserver` itself.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +13,50 @@ import http.client
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from lambdas.devserver import DevServer, local_settings
+from lambdas import devserver
+from lambdas.devserver import (
+    MAX_PAYLOAD_BYTES,
+    DevOptions,
+    DevServer,
+    LambdaHandler,
+    LocalContext,
+    local_settings,
+    proxy_event,
+)
 from lambdas.story_generator.handler import build_handler
 from tests.lambdas.fake_providers import FakeProvider
 
+ROOT = Path(__file__).resolve().parents[2]
+GATEWAY_RESPONSES = yaml.safe_load(devserver.OPENAPI_PATH.read_text())[
+    "x-amazon-apigateway-gateway-responses"
+]
+
+
+def gateway_body(kind: str) -> Any:
+    """The JSON body openapi.yaml gives API Gateway's `kind` refusals."""
+    return json.loads(GATEWAY_RESPONSES[kind]["responseTemplates"]["application/json"])
+
 
 @contextlib.contextmanager
-def serving(environ: dict[str, str]) -> Iterator[DevServer]:
-    """The devserver as `python -m lambdas.devserver` builds it from `environ`, on a free port."""
-    dev = DevServer(("127.0.0.1", 0), build_handler(local_settings(environ)))
-    thread = threading.Thread(target=dev.serve_forever, daemon=True)
+def serving_handler(handler: LambdaHandler, **options: Any) -> Iterator[DevServer]:
+    """A DevServer of `handler` on a free port, serving on a thread."""
+    options.setdefault("console", lambda line: None)
+    dev = DevServer(("127.0.0.1", 0), handler, **options)
+    thread = threading.Thread(target=dev.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     try:
         yield dev
@@ -34,6 +64,13 @@ def serving(environ: dict[str, str]) -> Iterator[DevServer]:
         dev.shutdown()
         dev.server_close()
         thread.join()
+
+
+@contextlib.contextmanager
+def serving(environ: dict[str, str], **options: Any) -> Iterator[DevServer]:
+    """The devserver as `python -m lambdas.devserver` builds it from `environ`, on a free port."""
+    with serving_handler(build_handler(local_settings(environ)), **options) as dev:
+        yield dev
 
 
 @pytest.fixture
@@ -60,6 +97,50 @@ def request(
         return response.status, dict(response.getheaders()), json.loads(raw) if raw else None
     finally:
         connection.close()
+
+
+def exchange(server: DevServer, data: bytes) -> tuple[int, dict[str, str], Any]:
+    """The answer to raw `data`, read until the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as client:
+        client.sendall(data)
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), headers, json.loads(body)
+
+
+def run_devserver(environ: Mapping[str, str], *requests: tuple[str, str, object]) -> str:
+    """Everything `python -m lambdas.devserver` writes to stdout while serving `requests`."""
+    clean = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("DEV_", "POWERTOOLS_")) and name != "AI_PROVIDER_CONFIG"
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lambdas.devserver"],
+        cwd=ROOT,
+        env={**clean, "PORT": "0", "PYTHONPATH": str(ROOT), **environ},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    try:
+        banner = process.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)", banner)
+        assert match, banner
+        for method, path, body in requests:
+            connection = http.client.HTTPConnection("127.0.0.1", int(match.group(1)), timeout=10)
+            connection.request(method, path, body=json.dumps(body) if body else None)
+            connection.getresponse().read()
+            connection.close()
+    finally:
+        process.send_signal(signal.SIGINT)  # a clean stop: everything written is flushed
+        rest, _ = process.communicate(timeout=10)
+    assert process.returncode == 0
+    return banner + rest
 
 
 def test_local_settings_use_embedded_storage_and_no_events() -> None:
@@ -146,36 +227,15 @@ def test_head_gets_headers_without_a_body(server: DevServer) -> None:
 
 
 def test_python_m_lambdas_devserver_serves_on_port_from_env() -> None:
-    root = Path(__file__).resolve().parents[2]
-    environ = {**os.environ, "PORT": "0", "PYTHONPATH": str(root)}
-    environ.pop("AI_PROVIDER_CONFIG", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lambdas.devserver"],
-        cwd=root,
-        env=environ,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        banner = process.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:(\d+)", banner)
-        assert match, banner
-        connection = http.client.HTTPConnection("127.0.0.1", int(match.group(1)), timeout=10)
-        connection.request("GET", "/health")
-        assert json.loads(connection.getresponse().read())["status"] == "ok"
-        connection.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    output = run_devserver({}, ("GET", "/health", None))
+    assert re.search(r"^GET /health -> 200 in ", output, re.MULTILINE), output
 
 
 def test_bad_provider_config_stops_the_devserver_with_the_reason() -> None:
-    root = Path(__file__).resolve().parents[2]
-    environ = {**os.environ, "PYTHONPATH": str(root), "AI_PROVIDER_CONFIG": "[{}]"}
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), "AI_PROVIDER_CONFIG": "[{}]"}
     result = subprocess.run(
         [sys.executable, "-m", "lambdas.devserver"],
-        cwd=root,
+        cwd=ROOT,
         env=environ,
         capture_output=True,
         text=True,
@@ -184,3 +244,248 @@ def test_bad_provider_config_stops_the_devserver_with_the_reason() -> None:
     )
     assert result.returncode != 0
     assert "AI_PROVIDER_CONFIG[0]" in result.stderr
+
+
+# Every method, as API Gateway passes it on --------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["TRACE", "QUERY", "BREW", "PURGE"])
+@pytest.mark.parametrize("path", ["/stories", "/health", "/nowhere"])
+def test_any_method_gets_the_handlers_own_json_answer(method: str, path: str) -> None:
+    handler = build_handler(local_settings({}))
+    with serving_handler(handler) as dev:
+        status, headers, body = request(dev, method, path)
+    expected = handler(proxy_event(method, path, [], b""), LocalContext())
+    assert (status, body) == (expected["statusCode"], json.loads(expected["body"])), (
+        "http.server answers methods without a do_<METHOD> 501 in HTML; the Lambda answers JSON"
+    )
+    assert headers["Content-Type"] == "application/json"
+
+
+def test_kept_alive_requests_do_not_wait_for_delayed_acks(server: DevServer) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+    request(server, "GET", "/health")  # the handler's first call builds its caches
+    started = time.perf_counter()
+    for _ in range(50):
+        connection.request("GET", "/health")
+        assert connection.getresponse().read()
+    elapsed_s = time.perf_counter() - started
+    connection.close()
+    assert elapsed_s < 1.0, f"50 requests took {elapsed_s:.2f} s: Nagle's 40 ms per request is back"
+
+
+# API Gateway's own answers ---------------------------------------------------------------
+
+
+def test_a_body_over_10_mb_gets_api_gateways_413_without_reaching_the_handler() -> None:
+    calls: list[object] = []
+    with serving_handler(lambda event, context: calls.append(event) or {}) as dev:
+        status, headers, body = request(dev, "POST", "/stories", b"x" * (MAX_PAYLOAD_BYTES + 1))
+    assert (status, body) == (413, gateway_body("REQUEST_TOO_LARGE"))
+    assert headers["Content-Type"] == "application/json" and headers["Connection"] == "close"
+    assert calls == []
+
+
+def test_expect_100_continue_is_answered_only_once_the_size_is_known(server: DevServer) -> None:
+    status, _, body = exchange(
+        server,
+        b"POST /stories HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        b"Content-Length: %d\r\n\r\n" % (MAX_PAYLOAD_BYTES + 1),
+    )
+    assert (status, body) == (413, gateway_body("REQUEST_TOO_LARGE")), "413 instead of 100"
+    story = json.dumps({"user_id": "dev", "genre": "horror"}).encode()
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as client:
+        client.sendall(
+            b"POST /stories HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(story)
+        )
+        assert client.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        client.sendall(story)
+        assert client.recv(100).startswith(b"HTTP/1.1 201 ")
+
+
+def test_a_handler_past_the_integration_timeout_gets_api_gateways_504() -> None:
+    release = threading.Event()
+    calls: list[str] = []
+    lines: list[str] = []
+
+    def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        calls.append(event["path"])
+        if event["path"] == "/slow":
+            release.wait(10)
+        return {"statusCode": 200, "body": "{}"}
+
+    with serving_handler(handler, integration_timeout_s=0.2, console=lines.append) as dev:
+        status, headers, body = request(dev, "GET", "/slow")
+        assert (status, body) == (504, gateway_body("INTEGRATION_TIMEOUT"))
+        assert headers["Connection"] == "close", "its handler thread still runs the call"
+        status, _, body = request(dev, "GET", "/queued")
+        assert (status, body) == (504, gateway_body("INTEGRATION_TIMEOUT"))
+        assert calls == ["/slow"], "a request whose 29 s run out behind the running call never runs"
+        release.set()
+        assert dev.wait_idle(10)
+        assert request(dev, "GET", "/after")[0] == 200 and calls == ["/slow", "/after"]
+    assert re.fullmatch(r"GET /slow -> 504 in \d+\.\d ms \(timed out; .*\)", lines[0]), lines
+    assert re.fullmatch(r"GET /slow: the handler returned after \d+\.\d s, past its 504", lines[2])
+
+
+def test_a_handler_that_raises_or_returns_no_proxy_result_gets_api_gateways_502() -> None:
+    def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        if event["path"] == "/raise":
+            raise RuntimeError("boom")
+        return {"statusCode": "200", "body": "{}"}
+
+    lines: list[str] = []
+    with serving_handler(handler, console=lines.append) as dev:
+        for path in ("/raise", "/malformed"):
+            status, _, body = request(dev, "GET", path)
+            assert (status, body) == (
+                502,
+                {"error": {"code": "gateway_error", "message": "Internal server error"}},
+            ), "DEFAULT_5XX with API Gateway's own message"
+    console = "\n".join(lines)
+    assert "RuntimeError: boom" in console and "statusCode '200' is not an HTTP status" in console
+
+
+# Request framing -----------------------------------------------------------------------
+
+
+def test_a_body_without_a_valid_content_length_gets_411(server: DevServer) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+    connection.putrequest("POST", "/stories")
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 411 and response.getheader("Connection") == "close"
+    assert json.loads(response.read())["error"]["code"] == "length_required"
+    connection.close()
+    for length in (b"abc", b"-1", b"\xb2", b"5, 6"):
+        status, _, body = exchange(
+            server, b"POST /stories HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\n"
+        )
+        assert (status, body["error"]["code"]) == (411, "length_required"), length
+
+
+def test_a_chunked_body_is_read_and_the_connection_stays_usable(server: DevServer) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+    chunks = iter([b'{"user_id": "dev", ', b'"genre": "horror"}'])
+    connection.request("POST", "/stories", body=chunks)  # http.client sends it chunked
+    response = connection.getresponse()
+    assert response.status == 201 and json.loads(response.read())["beat"]["index"] == 0
+    sock = connection.sock
+    connection.request("GET", "/health")
+    response = connection.getresponse()
+    assert response.status == 200 and json.loads(response.read())["status"] == "ok"
+    assert connection.sock is sock, "the same connection answered both"
+    connection.close()
+
+
+def test_a_malformed_or_oversized_chunked_body_is_refused_and_its_connection_closed(
+    server: DevServer,
+) -> None:
+    head = b"POST /stories HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for body in (b"zz\r\nhello\r\n0\r\n\r\n", b"5\r\nhello world\r\n0\r\n\r\n"):
+        status, headers, answer = exchange(server, head + body)
+        assert (status, answer["error"]["code"]) == (400, "gateway_refused"), body
+        assert headers["Connection"] == "close"
+    megabyte = b"x" * (1024 * 1024)
+    connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+    connection.request("POST", "/stories", body=iter([megabyte] * 11))
+    response = connection.getresponse()
+    assert (response.status, json.loads(response.read())) == (
+        413,
+        gateway_body("REQUEST_TOO_LARGE"),
+    )
+    connection.close()
+    status, _, answer = exchange(server, head.replace(b"chunked", b"gzip") + b"\r\n")
+    assert (status, answer["error"]["code"]) == (501, "gateway_error")
+
+
+def test_a_malformed_request_gets_json_in_the_gateways_shape(server: DevServer) -> None:
+    status, headers, body = exchange(server, b"NONSENSE\r\n\r\n")
+    assert status == 400 and headers["Content-Type"] == "application/json"
+    assert body["error"]["code"] == "gateway_refused"
+
+
+# The console ---------------------------------------------------------------------------
+
+
+def test_the_console_has_one_line_per_request() -> None:
+    lines: list[str] = []
+    with serving({}, console=lines.append) as dev:
+        request(dev, "POST", "/stories", {"user_id": "dev", "genre": "liminal"})
+        request(dev, "GET", "/health?verbose=1")
+        request(dev, "DELETE", "/health")
+    assert [re.sub(r"\d+\.\d ms", "N ms", line) for line in lines] == [
+        "POST /stories -> 201 in N ms",
+        "GET /health?verbose=1 -> 200 in N ms",
+        "DELETE /health -> 405 in N ms",
+    ]
+
+
+def test_dev_options_come_from_the_environment() -> None:
+    assert DevOptions.from_environ({}) == DevOptions(8787, "WARNING", metrics=False)
+    environ = {"PORT": "0", "DEV_LOG_LEVEL": "debug", "DEV_METRICS": "1"}
+    assert DevOptions.from_environ(environ) == DevOptions(0, "DEBUG", metrics=True)
+    for name, value, allowed in [
+        ("PORT", "65536", "from 0 to 65535"),
+        ("DEV_LOG_LEVEL", "LOUD", "DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        ("DEV_METRICS", "maybe", "1 or 0"),
+    ]:
+        with pytest.raises(ValueError, match=allowed):
+            DevOptions.from_environ({name: value})
+
+
+START_STORY = ("POST", "/stories", {"user_id": "dev", "genre": "horror"})
+
+
+@pytest.fixture
+def failing_then_mock(fake_openai: FakeProvider) -> dict[str, str]:
+    """An environment whose first provider fails (a WARNING log), then the mock writes."""
+    fake_openai.fail(500, "server_error")
+    providers = [fake_openai.entry(priority=1), {"name": "mock", "kind": "mock", "priority": 2}]
+    return {"AI_PROVIDER_CONFIG": json.dumps(providers), "OPENAI_API_KEY": "sk-x"}
+
+
+def test_by_default_the_console_shows_requests_and_warnings_but_no_metrics(
+    failing_then_mock: dict[str, str],
+) -> None:
+    output = run_devserver(failing_then_mock, START_STORY)
+    lines = output.splitlines()
+    assert lines[0].startswith("Story API on http://127.0.0.1:")
+    assert "Lambda logs at WARNING and up" in lines[0] and "EMF metrics hidden" in lines[0]
+    assert re.fullmatch(r"POST /stories -> 201 in \d+\.\d ms", lines[-1]), output
+    warnings = [json.loads(line) for line in lines[1:-1]]
+    assert [(log["level"], log["message"]) for log in warnings] == [("WARNING", "provider failed")]
+    assert '"_aws"' not in output, "EMF documents only with DEV_METRICS=1"
+
+
+def test_dev_metrics_and_dev_log_level_choose_what_the_lambda_shows(
+    failing_then_mock: dict[str, str],
+) -> None:
+    environ = {**failing_then_mock, "DEV_METRICS": "1", "DEV_LOG_LEVEL": "ERROR"}
+    output = run_devserver(environ, START_STORY)
+    documents = [json.loads(line) for line in output.splitlines() if line.startswith('{"_aws"')]
+    assert [document["Provider"] for document in documents] == ["openai", "mock"]
+    assert "provider failed" not in output, "a WARNING is below DEV_LOG_LEVEL=ERROR"
+
+
+# `python -m lambdas.devserver` ---------------------------------------------------------
+
+
+def test_a_port_in_use_stops_main_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("PORT", str(port))
+        monkeypatch.delenv("AI_PROVIDER_CONFIG", raising=False)
+        monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "INFO")  # main() sets it: undone after
+        with pytest.raises(SystemExit) as stopped:
+            devserver.main()
+    assert stopped.value.code == (
+        f"make dev: port {port} on 127.0.0.1 is in use (another make dev?); "
+        "choose another with PORT=9000 make dev"
+    ), "sys.exit with a message: exit status 1 and that line on stderr"
+    assert "Traceback" not in capsys.readouterr().err

@@ -1,13 +1,18 @@
-"""The Lambda entry point: dispatch by event shape, configuration from the environment."""
+"""The Lambda entry point: dispatch by event shape, configuration from the environment,
+and what its cold start builds and imports."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import boto3
 import pytest
 
+from components.lambda_code import LAMBDAS_DIR
 from lambdas.devserver import LocalContext, proxy_event
 from lambdas.story_generator import handler as handler_module
 from lambdas.story_generator.settings import ConfigurationError, load_settings
@@ -86,3 +91,42 @@ def test_with_a_table_sessions_go_to_dynamodb(session_table: str) -> None:
         ExpressionAttributeValues={":id": {"S": reply.body["session_id"]}},
     )["Items"]
     assert len(items) == 2, "the header and the opening beat"
+
+
+def run_deployed(code: str, **environ: str) -> str:
+    """Run `code` in a fresh interpreter with the package importable as the Lambda bundles it."""
+    env = {
+        **{name: value for name, value in os.environ.items() if not name.startswith("AWS_")},
+        "PYTHONPATH": str(LAMBDAS_DIR),
+        "AWS_DEFAULT_REGION": "us-east-1",
+        **environ,
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+def test_the_container_is_built_in_the_lambda_init_phase() -> None:
+    code = "import story_generator.handler as h; print(h._container.cache_info().currsize)"
+    assert run_deployed(code, AWS_LAMBDA_FUNCTION_NAME="generator") == "1", (
+        "in Lambda, importing the handler builds the container (provisioned concurrency)"
+    )
+    assert run_deployed(code) == "0", "elsewhere it is built on first use"
+
+
+def test_the_built_handler_imports_no_tracer_nor_event_handler() -> None:
+    code = (
+        "import sys, story_generator.handler as h; h._container(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'aws_xray_sdk' "
+        "or m.startswith(('asyncio', 'aws_lambda_powertools.event_handler'))))"
+    )
+    loaded = run_deployed(
+        code,
+        AWS_LAMBDA_FUNCTION_NAME="generator",
+        LAMBDA_TASK_ROOT=str(LAMBDAS_DIR),
+        SESSION_TABLE_NAME="sessions",
+        EVENTS_ENABLED="true",
+        AI_PROVIDER_CONFIG='[{"name": "claude", "kind": "bedrock", "model": "m", "priority": 1}]',
+    )
+    assert loaded == "[]", f"each costs the cold start tens of ms (bench/coldstart.py): {loaded}"

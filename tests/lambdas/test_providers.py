@@ -12,10 +12,22 @@ from typing import Any
 
 import pytest
 
+from lambdas.story_generator.circuit import MemoryCircuitStore
 from lambdas.story_generator.generation import GenerationRequest, Message
 from lambdas.story_generator.providers import FailureKind, Provider, ProviderError, build_providers
+from lambdas.story_generator.providers.anthropic import AnthropicProvider
 from lambdas.story_generator.providers.base import FailureCategory
-from tests.lambdas.fake_providers import FakeProvider, Kind, settings_for
+from lambdas.story_generator.providers.http import post_json
+from lambdas.story_generator.providers.keys import ApiKeys
+from lambdas.story_generator.settings import ProviderKind, ProviderSettings
+from tests.lambdas.fake_providers import (
+    FakeClock,
+    FakeProvider,
+    Kind,
+    accept_json,
+    router_for,
+    settings_for,
+)
 
 REQUEST = GenerationRequest(
     "You narrate.", (Message("user", "Begin."), Message("assistant", "{}"), Message("user", "Go"))
@@ -46,6 +58,20 @@ STATUS_FAILURES = [
         FailureKind.CONTEXT_EXCEEDED,
     ),
     ("openai", 400, "invalid_value", "bad temperature", FailureKind.BAD_REQUEST),
+    (
+        "openai",
+        400,
+        "unsupported_value",
+        "Unsupported value: 'temperature' does not support 0.7 with this model.",
+        FailureKind.UNSUPPORTED_PARAMETER,
+    ),
+    (
+        "openai",
+        400,
+        "unsupported_parameter",
+        "Unsupported parameter: 'max_tokens' is not supported with this model.",
+        FailureKind.UNSUPPORTED_PARAMETER,
+    ),
     ("openai", 401, "invalid_api_key", "Incorrect API key", FailureKind.UNAUTHORIZED),
     ("openai", 403, "unsupported_country", "Not supported", FailureKind.UNAUTHORIZED),
     ("openai", 404, "model_not_found", "The model does not exist", FailureKind.MODEL_NOT_FOUND),
@@ -77,6 +103,13 @@ STATUS_FAILURES = [
         "messages: field required",
         FailureKind.BAD_REQUEST,
     ),
+    (
+        "anthropic",
+        400,
+        "invalid_request_error",
+        "`temperature` is deprecated for this model.",
+        FailureKind.UNSUPPORTED_PARAMETER,
+    ),
     ("anthropic", 401, "authentication_error", "invalid x-api-key", FailureKind.UNAUTHORIZED),
     ("anthropic", 402, "billing_error", "Billing", FailureKind.QUOTA_EXHAUSTED),
     ("anthropic", 403, "permission_error", "No access", FailureKind.UNAUTHORIZED),
@@ -102,6 +135,13 @@ STATUS_FAILURES = [
         "ValidationException",
         "The provided model identifier is invalid.",
         FailureKind.MODEL_NOT_FOUND,
+    ),
+    (
+        "bedrock",
+        400,
+        "ValidationException",
+        "The model returned the following errors: temperature is deprecated for this model.",
+        FailureKind.UNSUPPORTED_PARAMETER,
     ),
     ("bedrock", 400, "ValidationException", "Malformed input request", FailureKind.BAD_REQUEST),
     ("bedrock", 403, "AccessDeniedException", "Not authorized", FailureKind.UNAUTHORIZED),
@@ -321,3 +361,186 @@ def test_retry_after_is_read_from_429_503_and_529_replies_only(
     fake = fake_provider(kind).fail(status, code, "slow down", headers=headers)
 
     assert failure_of(client(fake)).retry_after_s == expected
+
+
+# What the configured model accepts: temperature and reasoning_effort only when set.
+
+REASONING_MODEL = "gpt-5-mini"
+CLAUDE_WITHOUT_TEMPERATURE = "claude-haiku-5-5"
+BEDROCK_WITHOUT_TEMPERATURE = "us.anthropic.claude-haiku-5-5"
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "bedrock"])
+def test_an_unset_temperature_is_left_out_of_the_request(
+    fake_provider: MakeFake, kind: Kind
+) -> None:
+    fake = fake_provider(kind)
+
+    client(fake).complete(REQUEST, 5.0)
+
+    body = fake.requests[0].body
+    sent = body["inferenceConfig"] if kind == "bedrock" else body
+    assert "temperature" not in sent, f"the model's default applies: {sent}"
+
+
+def test_bedrock_inference_config_without_temperature_is_max_tokens_alone(
+    fake_bedrock: FakeProvider,
+) -> None:
+    client(fake_bedrock, max_tokens=321).complete(REQUEST, 5.0)
+
+    assert fake_bedrock.requests[0].body["inferenceConfig"] == {"maxTokens": 321}
+
+
+def test_openai_reasoning_model_without_temperature_answers(fake_openai: FakeProvider) -> None:
+    provider = client(fake_openai, model=REASONING_MODEL, max_tokens=2048)
+
+    completion = provider.complete(REQUEST, 5.0)
+
+    assert completion.text, "the fake reasoning model accepted the request"
+    body = fake_openai.requests[0].body
+    assert "temperature" not in body and "max_tokens" not in body, body
+    assert body["max_completion_tokens"] == 2048
+
+
+@pytest.mark.parametrize(
+    ("temperature", "detail"),
+    [
+        (0.7, "Unsupported value: 'temperature' does not support 0.7 with this model."),
+        (1, "Unsupported parameter: 'temperature' is not supported with this model."),
+    ],
+)
+def test_openai_reasoning_model_refusing_temperature_is_misconfigured(
+    fake_openai: FakeProvider, temperature: float, detail: str
+) -> None:
+    provider = client(fake_openai, model=REASONING_MODEL, temperature=temperature)
+
+    error = failure_of(provider)
+
+    assert error.kind is FailureKind.UNSUPPORTED_PARAMETER, error
+    assert error.kind.category is FailureCategory.MISCONFIGURED, "our config, not the reader"
+    assert detail in error.message
+
+
+def test_openai_reasoning_effort_is_passed_through(fake_openai: FakeProvider) -> None:
+    client(fake_openai, model=REASONING_MODEL, reasoning_effort="minimal").complete(REQUEST, 5.0)
+
+    assert fake_openai.requests[0].body["reasoning_effort"] == "minimal"
+
+
+def test_openai_leaves_reasoning_effort_out_when_unset(fake_openai: FakeProvider) -> None:
+    client(fake_openai).complete(REQUEST, 5.0)
+
+    assert "reasoning_effort" not in fake_openai.requests[0].body
+
+
+@pytest.mark.parametrize(
+    ("kind", "model"),
+    [("anthropic", CLAUDE_WITHOUT_TEMPERATURE), ("bedrock", BEDROCK_WITHOUT_TEMPERATURE)],
+)
+def test_a_claude_model_refusing_temperature_is_misconfigured(
+    fake_provider: MakeFake, kind: Kind, model: str
+) -> None:
+    fake = fake_provider(kind)
+
+    error = failure_of(client(fake, model=model, temperature=0.7))
+
+    assert error.kind is FailureKind.UNSUPPORTED_PARAMETER, error
+    assert "`temperature` is deprecated for this model." in error.message
+
+
+@pytest.mark.parametrize(
+    ("kind", "model"),
+    [("anthropic", CLAUDE_WITHOUT_TEMPERATURE), ("bedrock", BEDROCK_WITHOUT_TEMPERATURE)],
+)
+def test_a_claude_model_refusing_temperature_answers_without_one(
+    fake_provider: MakeFake, kind: Kind, model: str
+) -> None:
+    fake = fake_provider(kind)
+
+    assert client(fake, model=model).complete(REQUEST, 5.0).text
+
+
+@pytest.mark.parametrize(
+    ("temperature", "detail"),
+    [(1.5, "temperature: range: 0..1"), (-1.0, "`temperature` cannot be set to -1")],
+)
+def test_anthropic_temperature_outside_0_to_1_is_misconfigured(
+    fake_anthropic: FakeProvider, temperature: float, detail: str
+) -> None:
+    # load_settings refuses these values; built directly, they reach the API's own check.
+    settings = ProviderSettings(
+        "anthropic",
+        ProviderKind.ANTHROPIC,
+        "claude-test",
+        1,
+        temperature=temperature,
+        endpoint_url=fake_anthropic.url,
+    )
+    keys = ApiKeys(settings_for(fake_anthropic.entry()).api_keys)
+
+    error = failure_of(AnthropicProvider(settings, keys))
+
+    assert error.kind is FailureKind.UNSUPPORTED_PARAMETER, error
+    assert detail in error.message
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.anthropic.claude-sonnet-4-6",
+        "arn:aws:bedrock:eu-west-1:123456789012:application-inference-profile/a1b2c3d4e5f6",
+    ],
+)
+def test_bedrock_sends_an_inference_profile_arn_as_the_model_id(
+    fake_bedrock: FakeProvider, model: str
+) -> None:
+    client(fake_bedrock, model=model).complete(REQUEST, 5.0)
+
+    assert fake_bedrock.requests[0].path == f"/model/{model}/converse"
+
+
+def test_a_model_refusing_temperature_is_skipped_for_the_misconfigured_cooldown(
+    fake_openai: FakeProvider,
+) -> None:
+    clock = FakeClock()
+    store = MemoryCircuitStore()
+    mock = {"name": "mock", "kind": "mock", "priority": 50}
+    router = router_for(
+        fake_openai.entry(model=REASONING_MODEL, temperature=0.7),
+        mock,
+        store=store,
+        clock=clock,
+        router={"misconfigured_cooldown_s": 600},
+    )
+
+    router.generate(REQUEST, accept_json)
+    clock.advance(599)
+    _, generation = router.generate(REQUEST, accept_json)
+
+    assert generation.provider == "mock"
+    assert len(fake_openai.requests) == 1, "not asked again before the cooldown ends"
+    assert store.load(["openai"])["openai"].open_until == pytest.approx(clock.now - 599 + 600)
+
+
+def test_the_fake_reasoning_model_refuses_max_tokens_in_openai_words(
+    fake_openai: FakeProvider,
+) -> None:
+    reply = post_json(
+        f"{fake_openai.url}/v1/chat/completions",
+        {"model": REASONING_MODEL, "messages": [], "max_tokens": 10},
+        {},
+        5.0,
+    )
+
+    assert (reply.status, reply.body) == (
+        400,
+        {
+            "error": {
+                "message": "Unsupported parameter: 'max_tokens' is not supported with this "
+                "model. Use 'max_completion_tokens' instead.",
+                "type": "invalid_request_error",
+                "param": "max_tokens",
+                "code": "unsupported_parameter",
+            }
+        },
+    ), "the error the real API answers, so the client is tested against it"

@@ -1,7 +1,9 @@
 """router.py: fallback by failure category, one deadline, Retry-After, context windows, hedging.
 
-The providers are fake servers on 127.0.0.1; timings are never asserted except as
-generous upper bounds that prove a deadline held.
+The providers are fake servers on 127.0.0.1, or `Scripted` providers (no server)
+where a test must control exactly when each attempt ends. Timings are never
+asserted except as generous upper bounds that prove a deadline held, and as lower
+bounds that the router's own timeouts guarantee.
 """
 
 from __future__ import annotations
@@ -9,14 +11,23 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from lambdas.story_generator.circuit import CircuitRecord, MemoryCircuitStore
+from lambdas.story_generator.circuit import (
+    CircuitBreaker,
+    CircuitRecord,
+    CircuitState,
+    MemoryCircuitStore,
+)
 from lambdas.story_generator.errors import BadRequest, NoProviderAvailable
 from lambdas.story_generator.generation import GenerationRequest, Message
+from lambdas.story_generator.metrics import Attempt, ProviderMetrics
+from lambdas.story_generator.providers import Completion, FailureKind, ProviderError
+from lambdas.story_generator.router import LATENCY_MIN_SAMPLES, LATENCY_WINDOW, Router
+from lambdas.story_generator.settings import ProviderKind, ProviderSettings, RouterSettings
 from tests.lambdas.fake_providers import (
     BEAT,
     FakeClock,
@@ -32,7 +43,9 @@ MOCK = {"name": "mock", "kind": "mock", "priority": 50}
 MakeFake = Callable[[Kind], FakeProvider]
 
 
-def record(store: MemoryCircuitStore, name: str) -> CircuitRecord:
+def record(router: Router, store: MemoryCircuitStore, name: str) -> CircuitRecord:
+    """`name`'s record in `store`, once the router's circuit writes are flushed."""
+    assert router.circuit.flush(5), "the circuit writes reached the store"
     return store.load([name])[name]
 
 
@@ -117,10 +130,11 @@ def test_an_unhealthy_provider_counts_one_failure_towards_its_circuit(
 ) -> None:
     fake = failing(fake_provider, failure, kind)
     store = MemoryCircuitStore()
+    router = router_for(fake.entry(), MOCK, store=store)
 
-    router_for(fake.entry(), MOCK, store=store).generate(REQUEST, accept_json)
+    router.generate(REQUEST, accept_json)
 
-    circuit = record(store, kind)
+    circuit = record(router, store, kind)
     assert circuit.failures == 1 and not circuit.open_until, "below the threshold it stays closed"
 
 
@@ -139,7 +153,7 @@ def test_a_misconfigured_provider_is_skipped_for_the_longer_cooldown(
     clock.advance(599)
     _, generation = router.generate(REQUEST, accept_json)
 
-    assert record(store, kind).open_until == pytest.approx(clock.now - 599 + 600)
+    assert record(router, store, kind).open_until == pytest.approx(clock.now - 599 + 600)
     assert len(fake.requests) == 1, "skipped at once, without waiting for the threshold"
     assert generation.provider == "mock"
 
@@ -150,10 +164,11 @@ def test_a_prompt_too_long_for_one_provider_leaves_its_circuit_alone(
 ) -> None:
     fake = failing(fake_provider, "context", kind)
     store = MemoryCircuitStore()
+    router = router_for(fake.entry(), MOCK, store=store)
 
-    router_for(fake.entry(), MOCK, store=store).generate(REQUEST, accept_json)
+    router.generate(REQUEST, accept_json)
 
-    assert record(store, kind) == CircuitRecord(), "the provider is healthy; the prompt was long"
+    assert record(router, store, kind) == CircuitRecord(), "healthy; the prompt was long"
 
 
 def test_the_first_provider_answers_when_it_is_healthy(
@@ -189,7 +204,7 @@ def test_a_hanging_provider_costs_only_its_timeout(
 
     assert time.monotonic() - started < 5, "the hang cost its 0.5 s timeout, not more"
     assert generation.provider == "anthropic" and generation.fallback
-    assert record(store, "openai").last_failure == "timeout"
+    assert record(router, store, "openai").last_failure == "timeout"
     assert len(fake_openai.requests) == 1, "a timeout is never retried on the same provider"
 
 
@@ -497,3 +512,237 @@ def test_warm_calls_reuse_the_attempt_threads(fake_openai: FakeProvider) -> None
         router.generate(REQUEST, accept_json)
 
     assert threading.active_count() <= threads + 1, "no thread per attempt on the warm path"
+
+
+# Hedging, with scripted providers that end exactly when the test says -------------
+
+Script = Callable[[float], Completion]
+
+
+class Scripted:
+    """A provider without a server: each call runs `script(timeout_s)`."""
+
+    def __init__(self, name: str, priority: int, script: Script, timeout_s: float = 5.0) -> None:
+        self.settings = ProviderSettings(
+            name=name,
+            kind=ProviderKind.MOCK,
+            model="scripted",
+            priority=priority,
+            timeout_s=timeout_s,
+        )
+        self.calls: list[float] = []  # time.monotonic() of each call
+        self.script = script
+
+    def complete(self, request: GenerationRequest, timeout_s: float) -> Completion:
+        self.calls.append(time.monotonic())
+        return self.script(timeout_s)
+
+
+def answers(timeout_s: float) -> Completion:
+    return Completion(BEAT, 12, 34)
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """Set at teardown, so that the scripted providers still hanging end then."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def hangs(release: threading.Event) -> Script:
+    """No reply within the timeout, as a black hole behind a real client's socket timeout."""
+
+    def script(timeout_s: float) -> Completion:
+        release.wait(timeout_s)
+        raise ProviderError(FailureKind.TIMEOUT, "no reply")
+
+    return script
+
+
+class SignallingStore(MemoryCircuitStore):
+    """A memory store that counts its failure and reset writes on semaphores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = threading.Semaphore(0)
+        self.resets = threading.Semaphore(0)
+
+    def add_failure(self, name: str, failure: str, expires_at: float) -> CircuitRecord:
+        stored = super().add_failure(name, failure, expires_at)
+        self.failures.release()
+        return stored
+
+    def reset(self, name: str) -> None:
+        super().reset(name)
+        self.resets.release()
+
+
+class RecordingMetrics(ProviderMetrics):
+    """Keeps the attempts instead of printing them."""
+
+    def __init__(self) -> None:
+        super().__init__("test")
+        self.attempts: list[Attempt] = []
+        self._recorded = threading.Condition()
+
+    def record(self, attempt: Attempt) -> None:
+        with self._recorded:
+            self.attempts.append(attempt)
+            self._recorded.notify_all()
+
+    def wait_for(self, provider: str) -> list[Attempt]:
+        """The attempts on `provider`, once there is one."""
+        with self._recorded:
+            self._recorded.wait_for(lambda: any(a.provider == provider for a in self.attempts), 5)
+            return [attempt for attempt in self.attempts if attempt.provider == provider]
+
+
+def scripted_router(
+    *providers: Scripted,
+    store: MemoryCircuitStore | None = None,
+    metrics: ProviderMetrics | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+    **router: Any,
+) -> Router:
+    settings = RouterSettings(**router)
+    names = [provider.settings.name for provider in providers]
+    circuit = CircuitBreaker(store or MemoryCircuitStore(), names, settings)
+    return Router(
+        providers,
+        settings,
+        circuit=circuit,
+        metrics=metrics or RecordingMetrics(),
+        monotonic=monotonic,
+    )
+
+
+def test_hedging_never_runs_more_than_two_attempts_at_once(release: threading.Event) -> None:
+    first = Scripted("first", 1, hangs(release), timeout_s=0.3)
+    second = Scripted("second", 2, hangs(release))
+    third = Scripted("third", 3, answers)
+    router = scripted_router(first, second, third, hedge_delay_s=0.01)
+
+    started = time.monotonic()
+    _, generation = router.generate(REQUEST, accept_json)
+
+    assert generation.provider == "third"
+    assert [len(provider.calls) for provider in (first, second, third)] == [1, 1, 1]
+    assert third.calls[0] - started >= 0.3, (
+        "the third started only once the first timed out: the hedge (second) was the one extra"
+    )
+
+
+def test_a_tiny_hedge_delay_costs_one_extra_call_per_generation_at_most(
+    release: threading.Event,
+) -> None:
+    hedged = threading.Event()
+
+    def answers_once_hedged(timeout_s: float) -> Completion:
+        hedged.wait(5)
+        hedged.clear()
+        return answers(timeout_s)
+
+    def hangs_as_hedge(timeout_s: float) -> Completion:
+        hedged.set()
+        return hangs(release)(timeout_s)
+
+    first = Scripted("first", 1, answers_once_hedged)
+    second = Scripted("second", 2, hangs_as_hedge)
+    third = Scripted("third", 3, answers)
+    router = scripted_router(first, second, third, hedge_delay_s=0.01)
+
+    answered_by = [router.generate(REQUEST, accept_json)[1].provider for _ in range(10)]
+
+    assert answered_by == ["first"] * 10
+    assert [len(provider.calls) for provider in (first, second, third)] == [10, 10, 0], (
+        "hedged every time after 10 ms, yet each provider at most once a generation"
+    )
+
+
+def test_a_black_holed_primary_opens_its_circuit_while_hedges_answer_for_it(
+    release: threading.Event,
+) -> None:
+    store = SignallingStore()
+    primary = Scripted("primary", 1, hangs(release), timeout_s=0.2)
+    secondary = Scripted("secondary", 2, answers)
+    router = scripted_router(primary, secondary, store=store, hedge_delay_s=0.01)
+
+    answered_by = [router.generate(REQUEST, accept_json)[1].provider for _ in range(3)]
+    for _ in range(3):
+        assert store.failures.acquire(timeout=5), "an abandoned attempt's timeout was counted"
+    assert router.circuit.flush(5)
+
+    assert answered_by == ["secondary"] * 3
+    assert router.circuit_states()["primary"] is CircuitState.OPEN, "3 failures: open"
+    router.generate(REQUEST, accept_json)
+    assert len(primary.calls) == 3, "open: the black hole is no longer called"
+
+
+def test_the_late_reply_of_an_attempt_a_hedge_beat_is_still_recorded() -> None:
+    may_answer = threading.Event()
+
+    def answers_late(timeout_s: float) -> Completion:
+        may_answer.wait(5)
+        return Completion(BEAT, 40, 5)
+
+    store = SignallingStore()
+    metrics = RecordingMetrics()
+    first = Scripted("first", 1, answers_late)
+    router = scripted_router(
+        first, Scripted("second", 2, answers), store=store, metrics=metrics, hedge_delay_s=0.01
+    )
+    router.circuit.record_failure("first", FailureKind.UNAVAILABLE)
+
+    _, generation = router.generate(REQUEST, accept_json)
+    may_answer.set()
+
+    assert generation.provider == "second"
+    late = metrics.wait_for("first")
+    assert [(a.success, a.input_tokens, a.output_tokens) for a in late] == [(True, 40, 5)], (
+        "its tokens were paid: the metrics show it"
+    )
+    assert store.resets.acquire(timeout=5), "its success closed the circuit, as any success does"
+
+
+def test_the_hedge_delay_is_the_p95_of_recent_successes_capped_by_the_configured_one() -> None:
+    clock = FakeClock(0.0)
+    latencies: list[float] = []
+
+    def takes_the_next_latency(timeout_s: float) -> Completion:
+        clock.advance(latencies.pop(0))
+        return answers(timeout_s)
+
+    # Alone, so that no hedge joins while the latencies are measured.
+    router = scripted_router(
+        Scripted("p", 1, takes_the_next_latency), monotonic=clock, hedge_delay_s=1.0
+    )
+
+    def serve(*seconds: float) -> float | None:
+        latencies.extend(seconds)
+        for _ in seconds:
+            router.generate(REQUEST, accept_json)
+        return router.hedge_delay_s("p")
+
+    assert serve(*(i / 100 for i in range(1, LATENCY_MIN_SAMPLES))) == 1.0, (
+        "too few samples: the configured delay"
+    )
+    assert serve(0.20) == pytest.approx(0.19), "the p95 of 0.01 ... 0.20"
+    assert serve(*[0.05] * LATENCY_WINDOW) == pytest.approx(0.05), "of the recent samples only"
+    assert serve(*[3.0] * LATENCY_WINDOW) == 1.0, "never later than configured"
+
+
+def test_the_router_hedges_at_the_latency_it_measured_before_the_configured_cap(
+    release: threading.Event,
+) -> None:
+    primary = Scripted("primary", 1, answers, timeout_s=24)
+    router = scripted_router(primary, Scripted("secondary", 2, answers), hedge_delay_s=20)
+    for _ in range(LATENCY_MIN_SAMPLES):
+        router.generate(REQUEST, accept_json)
+    primary.script = hangs(release)
+
+    started = time.monotonic()
+    _, generation = router.generate(REQUEST, accept_json)
+
+    assert time.monotonic() - started < 5, "hedged at the primary's measured p95, not after 20 s"
+    assert generation.provider == "secondary"

@@ -9,6 +9,7 @@ import pytest
 
 from lambdas.story_generator.settings import (
     MOCK_PROVIDER,
+    REASONING_EFFORTS,
     ConfigurationError,
     ProviderKind,
     ProviderSettings,
@@ -85,8 +86,66 @@ def test_optional_provider_fields_have_defaults() -> None:
         providers_env({"name": "oa", "kind": "openai", "model": "gpt-4o", "priority": 1})
     ).providers
 
-    assert (provider.max_tokens, provider.temperature, provider.timeout_s) == (1024, 0.7, 10.0)
+    assert (provider.max_tokens, provider.timeout_s) == (1024, 10.0)
     assert (provider.input_price_per_1k, provider.output_price_per_1k) == (0.0, 0.0)
+    assert provider.temperature is None, "no temperature: the request leaves it out"
+    assert provider.reasoning_effort is None
+
+
+@pytest.mark.parametrize("kind", ["bedrock", "openai", "anthropic"])
+def test_a_null_temperature_is_the_same_as_none(kind: str) -> None:
+    (provider,) = load_settings(
+        providers_env({**OPENAI, "kind": kind, "temperature": None})
+    ).providers
+
+    assert provider.temperature is None
+
+
+@pytest.mark.parametrize("effort", REASONING_EFFORTS)
+def test_openai_takes_each_documented_reasoning_effort(effort: str) -> None:
+    (provider,) = load_settings(providers_env({**OPENAI, "reasoning_effort": effort})).providers
+
+    assert provider.reasoning_effort == effort
+
+
+def test_an_unknown_reasoning_effort_names_the_allowed_ones() -> None:
+    message = error_for(providers_env({**OPENAI, "reasoning_effort": "maximal"}))
+
+    assert message.startswith("AI_PROVIDER_CONFIG[0] ('openai').reasoning_effort = 'maximal'")
+    assert "use one of none, minimal, low, medium, high, xhigh, max" in message, message
+
+
+@pytest.mark.parametrize("kind", ["bedrock", "anthropic", "mock"])
+def test_reasoning_effort_is_refused_on_other_kinds_naming_entry_and_field(kind: str) -> None:
+    entry = {**OPENAI, "name": "other", "kind": kind, "reasoning_effort": "low"}
+
+    message = error_for(providers_env(entry))
+
+    assert message.startswith("AI_PROVIDER_CONFIG[0] ('other').reasoning_effort = 'low'"), message
+    assert f"only openai providers take reasoning_effort (this one is {kind})" in message
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+        "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-6",
+        "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6",
+        "arn:aws:bedrock:us-east-1::foundation-model/" + "x" * 1900,
+    ],
+)
+def test_bedrock_takes_inference_profile_ids_and_arns(model: str) -> None:
+    (provider,) = load_settings(providers_env({**BEDROCK, "model": model})).providers
+
+    assert provider.model == model
+
+
+@pytest.mark.parametrize("model", ["anthropic claude", "x" * 2049, ""])
+def test_a_model_with_spaces_or_over_2048_characters_is_refused(model: str) -> None:
+    message = error_for(providers_env({**BEDROCK, "model": model}))
+
+    assert "use the provider's model id, inference profile id or ARN (no spaces)" in message
 
 
 def test_settings_are_frozen() -> None:
@@ -105,6 +164,7 @@ def test_settings_are_frozen() -> None:
         ("max_tokens", True, "an integer from 1 to 200000"),
         ("temperature", 2.5, "a number from 0 to 2"),
         ("temperature", -0.1, "a number from 0 to 2"),
+        ("temperature", "0.7", "a number from 0 to 2"),
         ("timeout_s", 0.05, "a number from 0.1 to 28"),
         ("timeout_s", 29, "a number from 0.1 to 28"),
         ("timeout_s", "10", "a number from 0.1 to 28"),

@@ -11,6 +11,15 @@ API_VERSION = "2023-06-01"
 # Phrases of 400 invalid_request_error messages that say what went wrong.
 _CONTEXT_PHRASES = ("prompt is too long", "input is too long", "context window")
 _QUOTA_PHRASES = ("credit balance", "spend limit", "usage limits", "billing")
+# ...and those that refuse a sampling field: Claude Opus 4.7 and later models take no
+# temperature at all, and every model refuses one outside 0-1.
+_PARAMETER_PHRASES = (
+    "is deprecated for this model",
+    "is not supported for this model",
+    "cannot be set to",
+    "cannot both be specified",
+    "temperature: range",
+)
 
 
 class AnthropicProvider(HttpProvider):
@@ -25,15 +34,16 @@ class AnthropicProvider(HttpProvider):
         return {"x-api-key": key, "anthropic-version": API_VERSION}
 
     def payload(self, request: GenerationRequest) -> dict[str, object]:
-        """The system prompt is a top-level field, not a message."""
+        """The system prompt is a top-level field, not a message; `temperature` only when set."""
         payload: dict[str, object] = {
             "model": self.settings.model,
             "max_tokens": self.settings.max_tokens,
-            "temperature": self.settings.temperature,
             "messages": [
                 {"role": message.role, "content": message.text} for message in request.messages
             ],
         }
+        if self.settings.temperature is not None:
+            payload["temperature"] = self.settings.temperature
         if request.system:
             payload["system"] = request.system
         return payload
@@ -53,6 +63,8 @@ class AnthropicProvider(HttpProvider):
             return FailureKind.QUOTA_EXHAUSTED, message
         if reply.status in (400, 413) and any(phrase in text for phrase in _CONTEXT_PHRASES):
             return FailureKind.CONTEXT_EXCEEDED, message
+        if reply.status == 400 and any(phrase in text for phrase in _PARAMETER_PHRASES):
+            return FailureKind.UNSUPPORTED_PARAMETER, message
         return None, message
 
     def completion(self, body: dict[str, object]) -> Completion:

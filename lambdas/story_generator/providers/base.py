@@ -43,6 +43,9 @@ class FailureKind(StrEnum):
     UNAUTHORIZED = "unauthorized"
     MODEL_NOT_FOUND = "model_not_found"
     QUOTA_EXHAUSTED = "quota_exhausted"
+    # The model refuses a field of our request (a temperature it does not take, max_tokens
+    # where it wants max_completion_tokens, an effort it does not know): fix the config.
+    UNSUPPORTED_PARAMETER = "unsupported_parameter"
     CONTEXT_EXCEEDED = "context_exceeded"
     BAD_REQUEST = "bad_request"
     # Set by the router for providers it did not call.
@@ -59,6 +62,7 @@ _CATEGORIES = {
     FailureKind.UNAUTHORIZED: FailureCategory.MISCONFIGURED,
     FailureKind.MODEL_NOT_FOUND: FailureCategory.MISCONFIGURED,
     FailureKind.QUOTA_EXHAUSTED: FailureCategory.MISCONFIGURED,
+    FailureKind.UNSUPPORTED_PARAMETER: FailureCategory.MISCONFIGURED,
     FailureKind.CONTEXT_EXCEEDED: FailureCategory.REQUEST,
     FailureKind.BAD_REQUEST: FailureCategory.REQUEST,
     FailureKind.CIRCUIT_OPEN: FailureCategory.SKIPPED,

@@ -34,6 +34,13 @@ _ERROR_KINDS = {
 _RETRYABLE_ERRORS = frozenset({"ThrottlingException", "ServiceUnavailableException"})
 # What a ValidationException's message says when the prompt does not fit the model...
 _CONTEXT_MESSAGE = re.compile(r"too long|too many (input )?tokens|context (window|length)", re.I)
+# ...when the model refuses a field of inferenceConfig (Claude Opus 4.7 and later models
+# answer "`temperature` is deprecated for this model.")...
+_PARAMETER_MESSAGE = re.compile(
+    r"(is deprecated|is not supported) for this model|cannot be set to|cannot both be specified"
+    r"|temperature: range",
+    re.I,
+)
 # ...and when the model id cannot be used as configured (wrong id, needs an inference profile).
 _MODEL_MESSAGE = re.compile(
     r"model identifier is invalid|on-demand throughput|model .*not supported", re.I
@@ -77,16 +84,17 @@ class BedrockProvider:
         from botocore.exceptions import BotoCoreError, ClientError
 
         settings = self._settings
+        inference_config: dict[str, Any] = {"maxTokens": settings.max_tokens}
+        if settings.temperature is not None:
+            inference_config["temperature"] = settings.temperature
         arguments: dict[str, Any] = {
+            # A model id, an inference profile id or an inference profile ARN.
             "modelId": settings.model,
             "messages": [
                 {"role": message.role, "content": [{"text": message.text}]}
                 for message in request.messages
             ],
-            "inferenceConfig": {
-                "maxTokens": settings.max_tokens,
-                "temperature": settings.temperature,
-            },
+            "inferenceConfig": inference_config,
         }
         if request.system:
             arguments["system"] = [{"text": request.system}]
@@ -120,6 +128,8 @@ def _client_error(error: Any) -> ProviderError:
     if code == "ValidationException":
         if _CONTEXT_MESSAGE.search(message):
             kind = FailureKind.CONTEXT_EXCEEDED
+        elif _PARAMETER_MESSAGE.search(message):
+            kind = FailureKind.UNSUPPORTED_PARAMETER
         elif _MODEL_MESSAGE.search(message):
             kind = FailureKind.MODEL_NOT_FOUND
     status = dig(error.response, "ResponseMetadata", "HTTPStatusCode")

@@ -15,7 +15,12 @@ _ERROR_CODES = {
     "string_above_max_length": FailureKind.CONTEXT_EXCEEDED,
     "model_not_found": FailureKind.MODEL_NOT_FOUND,
     "invalid_api_key": FailureKind.UNAUTHORIZED,
+    # A field the configured model does not take, e.g. a temperature on a reasoning model.
+    "unsupported_value": FailureKind.UNSUPPORTED_PARAMETER,
+    "unsupported_parameter": FailureKind.UNSUPPORTED_PARAMETER,
 }
+# Some refusals of a field come with `code: null`; their message still says so.
+_UNSUPPORTED_MESSAGES = ("Unsupported parameter:", "Unsupported value:")
 
 
 class OpenAIProvider(HttpProvider):
@@ -30,24 +35,43 @@ class OpenAIProvider(HttpProvider):
         return {"authorization": f"Bearer {key}"}
 
     def payload(self, request: GenerationRequest) -> dict[str, object]:
-        """The system prompt as the first message, then the conversation."""
+        """The system prompt as the first message, then the conversation.
+
+        `temperature` and `reasoning_effort` are sent only when configured: the
+        reasoning models refuse any temperature but their default, and the other
+        models refuse `reasoning_effort`.
+        """
+        settings = self.settings
         system = [{"role": "system", "content": request.system}] if request.system else []
-        return {
-            "model": self.settings.model,
+        payload: dict[str, object] = {
+            "model": settings.model,
             "messages": system
             + [{"role": message.role, "content": message.text} for message in request.messages],
-            # max_tokens is deprecated and refused by the reasoning models.
-            "max_completion_tokens": self.settings.max_tokens,
-            "temperature": self.settings.temperature,
+            # max_tokens is deprecated and refused by the reasoning models. Their reasoning
+            # tokens count against this budget too.
+            "max_completion_tokens": settings.max_tokens,
         }
+        if settings.temperature is not None:
+            payload["temperature"] = settings.temperature
+        if settings.reasoning_effort is not None:
+            payload["reasoning_effort"] = settings.reasoning_effort
+        return payload
 
     def failure(self, reply: JsonReply) -> tuple[FailureKind | None, object]:
         """`{"error": {"message", "type", "code"}}`."""
         error = dig(reply.body, "error")
+        message = dig(error, "message")
         kind = _ERROR_CODES.get(str(dig(error, "code"))) or _ERROR_CODES.get(
             str(dig(error, "type"))
         )
-        return kind, dig(error, "message")
+        if (
+            kind is None
+            and reply.status == 400
+            and isinstance(message, str)
+            and message.startswith(_UNSUPPORTED_MESSAGES)
+        ):
+            kind = FailureKind.UNSUPPORTED_PARAMETER
+        return kind, message
 
     def completion(self, body: dict[str, object]) -> Completion:
         """`choices[0].message.content`, `finish_reason` "length" when cut at max tokens."""
