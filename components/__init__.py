@@ -4,6 +4,7 @@
 ``LiminalPlatform`` composes everything from a ``StackConfig``.
 """
 
+from .bedrock_models import BedrockModelType
 from .config import (
     AiConfig,
     ConfigError,
@@ -21,6 +22,7 @@ from .story_generator import StoryGenerator, StoryGeneratorArgs, VpcPlacement
 
 __all__ = [
     "AiConfig",
+    "BedrockModelType",
     "ConfigError",
     "CustomDomain",
     "LiminalPlatform",

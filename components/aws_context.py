@@ -35,7 +35,9 @@ class AwsContext:
             dns_suffix=partition.dns_suffix,
         )
 
-    def arn(self, service: str, resource: str, *, regional: bool = True) -> pulumi.Output[str]:
+    def arn(
+        self, service: str, resource: pulumi.Input[str], *, regional: bool = True
+    ) -> pulumi.Output[str]:
         """``arn:<partition>:<service>:<region>:<account>:<resource>``."""
         region: pulumi.Input[str] = self.region if regional else ""
         return pulumi.Output.concat(

@@ -9,9 +9,18 @@ import json
 
 import pulumi
 
-from .config import AiConfig
+from lambdas.story_generator.settings import PROVIDER_FIELDS
+
+from .config import AiConfig, ProviderConfig
 
 AI_METRICS_NAMESPACE = "LiminalTransit/AIProviders"
+
+
+def provider_entry(provider: ProviderConfig) -> dict[str, object]:
+    """One AI_PROVIDER_CONFIG entry: the Lambda's own fields (the Bedrock profile's
+    regions and foundation model are for IAM only), unset optional ones left out."""
+    entry = provider.model_dump(mode="json", include=set(PROVIDER_FIELDS))
+    return {name: entry[name] for name in PROVIDER_FIELDS if entry.get(name) is not None}
 
 
 def function_environment(
@@ -19,7 +28,7 @@ def function_environment(
     environment: str,
     table_name: pulumi.Input[str],
     session_ttl_days: int,
-    event_bus_name: str,
+    event_bus_name: pulumi.Input[str],
     log_level: str,
     ai: AiConfig,
     secret_arns: dict[str, pulumi.Output[str]],
@@ -42,7 +51,7 @@ def function_environment(
         "EVENT_BUS_NAME": event_bus_name,
         "EVENTS_ENABLED": "true",
         "AI_PROVIDER_CONFIG": json.dumps(
-            [p.model_dump(mode="json") for p in ai.providers], separators=(",", ":")
+            [provider_entry(p) for p in ai.providers], separators=(",", ":")
         ),
         "AI_ROUTER_CONFIG": json.dumps(router, separators=(",", ":")),
         "POWERTOOLS_SERVICE_NAME": "story-generator",

@@ -11,13 +11,12 @@ import pulumi
 
 from . import policies
 from .aws_context import AwsContext
-from .config import AiConfig, ProviderKind
+from .bedrock_models import BedrockModelType
+from .config import AiConfig
 
 EVENT_SOURCE = "liminal-transit"
 # The router keeps per-provider circuit state in the session table under this prefix.
 CIRCUIT_KEY_PREFIX = "circuit#"
-# Bedrock cross-region inference profiles carry a geography prefix.
-INFERENCE_PROFILE_PREFIXES = ("us.", "eu.", "apac.", "jp.", "au.", "ca.", "us-gov.", "global.")
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class GrantedResources:
     key_arn: pulumi.Input[str]
     log_group_arn: pulumi.Output[str]
     dlq_arn: pulumi.Output[str]
-    event_bus_name: str
+    event_bus_arn: pulumi.Input[str]
     secret_arns: Sequence[pulumi.Output[str]]
     in_vpc: bool
 
@@ -41,7 +40,7 @@ def execution_statements(
     # dynamodb.us-east-1.amazonaws.com; the same shape as a regional principal.
     via = [
         context.service_principal(service)
-        for service in ("dynamodb", "sqs", "secretsmanager", "lambda")
+        for service in ("dynamodb", "sqs", "secretsmanager", "lambda", "events")
     ]
     statements = [
         policies.statement(
@@ -78,7 +77,7 @@ def execution_statements(
         policies.statement(
             "PublishStoryEvents",
             ["events:PutEvents"],
-            [context.arn("events", f"event-bus/{granted.event_bus_name}")],
+            [granted.event_bus_arn],
             {"StringEquals": {"events:source": EVENT_SOURCE}},
         ),
         # X-Ray has no resource-level permissions: "*" is the only resource it accepts.
@@ -92,9 +91,7 @@ def execution_statements(
                 "ReadProviderKeys", ["secretsmanager:GetSecretValue"], granted.secret_arns
             )
         )
-    models = bedrock_model_arns(ai, context)
-    if models:
-        statements.append(policies.statement("InvokeNamedModels", ["bedrock:InvokeModel"], models))
+    statements += bedrock_statements(ai, context)
     if granted.in_vpc:
         # ENI management has no resource-level scoping for Describe; Lambda
         # needs these to attach the function to the subnets.
@@ -114,37 +111,58 @@ def execution_statements(
     return statements
 
 
-def bedrock_model_arns(ai: AiConfig, context: AwsContext) -> list[pulumi.Output[str]]:
-    """The foundation models (and inference profiles) the Bedrock providers name.
+def bedrock_statements(ai: AiConfig, context: AwsContext) -> list[dict[str, Any]]:
+    """Invoke permissions for exactly the models and inference profiles the config names.
 
-    An inference profile (``us.anthropic...``) routes to the model in several
-    regions, so the model is granted in any region, through that profile only.
+    A cross-region inference profile is invoked in the stack's region and served
+    by the foundation model in any of its destination regions; IAM checks the
+    profile and the model in the region that serves the request, so the model is
+    granted in each destination region, and only through the configured profiles.
     """
-    arns: list[pulumi.Output[str]] = []
+    on_demand: list[pulumi.Input[str]] = []
+    profiles: list[pulumi.Input[str]] = []
+    routed_models: list[pulumi.Input[str]] = []
     for provider in ai.providers:
-        if provider.kind is not ProviderKind.BEDROCK:
+        model = provider.invoked_foundation_model
+        if model is None:
             continue
-        model = provider.model
-        prefix = next((p for p in INFERENCE_PROFILE_PREFIXES if model.startswith(p)), "")
-        if prefix:
-            arns.append(context.arn("bedrock", f"inference-profile/{model}"))
-            arns.append(
-                pulumi.Output.concat(
-                    "arn:",
-                    context.partition,
-                    ":bedrock:*::foundation-model/",
-                    model.removeprefix(prefix),
-                )
+        if provider.model_type is BedrockModelType.FOUNDATION_MODEL:
+            on_demand.append(_foundation_model_arn(context, context.region, model))
+            continue
+        profiles.append(
+            provider.model
+            if provider.model.startswith("arn:")
+            else context.arn("bedrock", f"inference-profile/{provider.model}")
+        )
+        for region in provider.inference_profile_regions or ():
+            routed_models.append(_foundation_model_arn(context, region, model))
+        if provider.model.startswith("global."):
+            # A global profile may route to any commercial region; IAM names the
+            # model there without a region.
+            routed_models.append(_foundation_model_arn(context, "", model))
+    statements = []
+    if on_demand:
+        statements.append(
+            policies.statement("InvokeNamedModels", ["bedrock:InvokeModel"], on_demand)
+        )
+    if profiles:
+        statements.append(
+            policies.statement("InvokeNamedInferenceProfiles", ["bedrock:InvokeModel"], profiles)
+        )
+        statements.append(
+            policies.statement(
+                "InvokeModelsThroughNamedProfiles",
+                ["bedrock:InvokeModel"],
+                routed_models,
+                {"StringEquals": {"bedrock:InferenceProfileArn": profiles}},
             )
-        else:
-            arns.append(
-                pulumi.Output.concat(
-                    "arn:",
-                    context.partition,
-                    ":bedrock:",
-                    context.region,
-                    "::foundation-model/",
-                    model,
-                )
-            )
-    return arns
+        )
+    return statements
+
+
+def _foundation_model_arn(
+    context: AwsContext, region: pulumi.Input[str], model: str
+) -> pulumi.Output[str]:
+    return pulumi.Output.concat(
+        "arn:", context.partition, ":bedrock:", region, "::foundation-model/", model
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pulumi
@@ -24,3 +25,18 @@ def package_archive(folder: Path) -> pulumi.AssetArchive:
             for path in files
         }
     )
+
+
+def archive_sha256(archive: pulumi.AssetArchive) -> str:
+    """A digest of the archive's file names and contents: it changes exactly when the code does."""
+    digest = hashlib.sha256()
+    for name, asset in sorted(archive.assets.items()):
+        digest.update(name.encode() + b"\0")
+        if isinstance(asset, pulumi.FileAsset):
+            digest.update(Path(str(asset.path)).read_bytes())
+        elif isinstance(asset, pulumi.StringAsset):
+            digest.update(str(asset.text).encode())
+        elif isinstance(asset, pulumi.AssetArchive):
+            digest.update(archive_sha256(asset).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()

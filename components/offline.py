@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-import yaml
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
+
+from .config import ConfigError
+from .lambda_code import archive_sha256
+from .stack_file import read_stack_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MOCK_ACCOUNT_ID = "123456789012"
@@ -42,6 +45,31 @@ class RecordedResource:
     provider: str | None = None
     protect: bool = False
     depends_on: tuple[str, ...] = ()
+    retain_on_delete: bool = False
+    ignore_changes: tuple[str, ...] = ()
+    delete_before_replace: bool = False
+    replace_on_changes: tuple[str, ...] = ()
+
+    def options(self, names: Mapping[str, str] | None = None) -> list[str]:
+        """The resource options that change what ``pulumi up``/``destroy`` do, as words.
+
+        ``names`` turns dependency URNs into resource names.
+        """
+        words = []
+        if self.protect:
+            words.append("protect")
+        if self.retain_on_delete:
+            words.append("retain-on-delete")
+        if self.delete_before_replace:
+            words.append("delete-before-replace")
+        if self.ignore_changes:
+            words.append(f"ignore-changes={','.join(self.ignore_changes)}")
+        if self.replace_on_changes:
+            words.append(f"replace-on-changes={','.join(self.replace_on_changes)}")
+        explicit = [(names or {}).get(urn, urn) for urn in self.depends_on]
+        if explicit:
+            words.append(f"depends-on={','.join(sorted(explicit))}")
+        return words
 
     def __getitem__(self, key: str) -> Any:
         return self.inputs[key]
@@ -87,9 +115,10 @@ class OfflineMocks(pulumi_mocks.Mocks):
     integrations built from them can be checked.
     """
 
-    def __init__(self, region: str, account_id: str = MOCK_ACCOUNT_ID) -> None:
+    def __init__(self, region: str, account_id: str = MOCK_ACCOUNT_ID, stack: str = "dev") -> None:
         self.region = region
         self.account_id = account_id
+        self.stack = stack
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[Any]]:
         """Answer data-source invokes (caller identity, region, partition)."""
@@ -123,7 +152,8 @@ class OfflineMocks(pulumi_mocks.Mocks):
         inputs = dict(args.inputs)
         region = inputs.get("region") or self.region
         name = inputs.get("name") or args.name
-        digest = hashlib.sha256(f"{args.typ}/{args.name}".encode()).hexdigest()
+        # Placeholder ids differ per stack, as real ones do.
+        digest = hashlib.sha256(f"{self.stack}/{args.typ}/{args.name}".encode()).hexdigest()
         resource_id = f"{args.name}-{digest[:8]}"
         computed = _computed_attributes(args.typ, name, digest, region, self.account_id, inputs)
         return computed.pop("id", resource_id), {**inputs, "name": name, **computed}
@@ -189,8 +219,13 @@ def _computed_attributes(
             "regionalDomainName": f"d-{short_id}.execute-api.{region}.amazonaws.com",
             "regionalZoneId": "Z1UJRXOUMOOFQ8",
         }
+    if type_ == "aws:cloudwatch/eventBus:EventBus":
+        return {"id": name, "arn": prefix.format("events") + f"event-bus/{name}"}
     if type_ == "aws:cloudwatch/eventRule:EventRule":
-        return {"arn": prefix.format("events") + f"rule/{name}"}
+        # A rule on a custom bus has the bus in its ARN.
+        bus = inputs.get("eventBusName") or "default"
+        path = f"rule/{name}" if bus == "default" else f"rule/{bus}/{name}"
+        return {"arn": prefix.format("events") + path}
     return {"arn": prefix.format(type_.split(":")[1].split("/")[0]) + name}
 
 
@@ -220,10 +255,20 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                     custom=bool(request.custom),
                     provider=request.provider or None,
                     protect=bool(request.protect),
-                    depends_on=tuple(request.dependencies),
+                    depends_on=_explicit_dependencies(request),
+                    retain_on_delete=bool(request.retainOnDelete),
+                    ignore_changes=tuple(request.ignoreChanges),
+                    delete_before_replace=bool(request.deleteBeforeReplace),
+                    replace_on_changes=tuple(request.replaceOnChanges),
                 )
             )
         return response
+
+
+def _explicit_dependencies(request: Any) -> tuple[str, ...]:
+    """The URNs of ``depends_on``: all dependencies but those that come with an input."""
+    implicit = {urn for deps in request.propertyDependencies.values() for urn in deps.urns}
+    return tuple(urn for urn in request.dependencies if urn not in implicit)
 
 
 def run_program(
@@ -252,7 +297,7 @@ def _run(
     stack: str,
     run: OfflineRun,
 ) -> OfflineRun:
-    mocks = OfflineMocks(region)
+    mocks = OfflineMocks(region, stack=stack)
     pulumi.runtime.set_all_config(dict(config))
     pulumi.runtime.set_mocks(
         mocks, project=project, stack=stack, preview=False, monitor=_RecordingMonitor(mocks, run)
@@ -269,10 +314,13 @@ def _run(
 
 
 def stack_config(stack: str, root: Path = PROJECT_ROOT) -> dict[str, str]:
-    """The config of ``Pulumi.<stack>.yaml`` as the Pulumi CLI hands it to a program."""
-    path = root / f"Pulumi.{stack}.yaml"
-    document = yaml.safe_load(path.read_text()) or {}
-    return {key: _as_config_value(value) for key, value in (document.get("config") or {}).items()}
+    """The config of ``Pulumi.<stack>.yaml`` as the Pulumi CLI hands it to a program.
+
+    The file is read strictly (``stack_file.read_stack_file``): duplicate keys,
+    ambiguous booleans and syntax errors are ``ConfigError``s naming file and line.
+    """
+    config = read_stack_file(root / f"Pulumi.{stack}.yaml")
+    return {key: _as_config_value(value) for key, value in config.items()}
 
 
 def _as_config_value(value: Any) -> str:
@@ -312,15 +360,29 @@ def _tree_lines(run: OfflineRun) -> Iterator[str]:
     for resource in run.resources:
         children.setdefault(resource.parent_urn, []).append(resource)
 
+    names = {r.urn: r.name for r in run.resources}
+
     # Registration order depends on when Outputs resolve: sort for a stable plan.
     def walk(parent: str | None, depth: int) -> Iterator[str]:
         for resource in sorted(children.get(parent, []), key=lambda r: r.name):
-            yield f"{'    ' * depth}+ {resource.type}  {resource.name}"
+            notes = resource.options(names) + _code_digests(resource)
+            suffix = f"  [{'; '.join(notes)}]" if notes else ""
+            yield f"{'    ' * depth}+ {resource.type}  {resource.name}{suffix}"
             yield from walk(resource.urn, depth + 1)
 
     roots = [u for u in children if u is None or not any(r.urn == u for r in run.resources)]
     for urn in roots:
         yield from walk(urn, 0)
+
+
+def _code_digests(resource: RecordedResource) -> list[str]:
+    """``code sha256:...`` for each code archive among the inputs, so that a code
+    change shows in a plan diff."""
+    return [
+        f"{key} sha256:{archive_sha256(value)}"
+        for key, value in sorted(resource.inputs.items())
+        if isinstance(value, pulumi.AssetArchive)
+    ]
 
 
 def render_plan(run: OfflineRun, stack: str) -> str:
@@ -346,6 +408,7 @@ def render_json(run: OfflineRun) -> str:
                 "name": r.name,
                 "parent": urn_names.get(r.parent_urn or ""),
                 "inputs": r.inputs,
+                "options": r.options(urn_names),
             }
             for r in sorted(run.resources, key=lambda r: r.name)
         ],
@@ -357,21 +420,24 @@ def render_json(run: OfflineRun) -> str:
 def _describe_value(value: Any) -> Any:
     """Archives as the files they hold, so that the JSON plan is stable."""
     if isinstance(value, pulumi.AssetArchive):
-        return {"archive": sorted(value.assets)}
+        return {"archive": sorted(value.assets), "sha256": archive_sha256(value)}
     return str(value)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m components.offline --stack dev [--format json]``."""
+def main(argv: list[str] | None = None, root: Path = PROJECT_ROOT) -> int:
+    """``python -m components.offline --stack dev [--format json]`` (the project at ``root``)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stack", default="dev", help="dev, staging or production")
     parser.add_argument("--format", choices=("tree", "json"), default="tree")
     options = parser.parse_args(argv)
     try:
-        run = run_stack(options.stack)
+        run = run_stack(options.stack, root)
     except FileNotFoundError as error:
         print(f"no such stack file: {error.filename}", file=sys.stderr)
         return 2
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
     except Exception as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

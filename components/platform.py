@@ -5,7 +5,6 @@ from __future__ import annotations
 import pulumi
 
 from .config import StackConfig
-from .naming import Naming
 from .storage import Storage, StorageArgs
 from .story_api import CustomDomain, StoryApi, StoryApiArgs
 from .story_generator import StoryGenerator, StoryGeneratorArgs
@@ -26,7 +25,7 @@ class LiminalPlatform(pulumi.ComponentResource):
     ) -> None:
         super().__init__("liminal:platform:LiminalPlatform", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        naming = Naming(environment=config.environment.value, cost_center=config.cost_center)
+        naming = config.naming
 
         self.storage = Storage(
             f"{name}-storage",
@@ -73,7 +72,11 @@ class LiminalPlatform(pulumi.ComponentResource):
                 log_retention_days=config.log_retention_days,
                 manage_account_log_role=api.manage_account_log_role,
                 custom_domain=(
-                    CustomDomain(api.custom_domain.domain_name, api.custom_domain.certificate_arn)
+                    CustomDomain(
+                        api.custom_domain.domain_name,
+                        api.custom_domain.certificate_arn,
+                        api.custom_domain.base_path,
+                    )
                     if api.custom_domain
                     else None
                 ),
@@ -92,4 +95,5 @@ class LiminalPlatform(pulumi.ComponentResource):
             "alias_arn": self.generator.alias_arn,
             "key_arn": self.storage.key_arn,
             "dlq_url": self.generator.dlq_url,
+            "event_bus_name": self.generator.event_bus_name,
         }

@@ -55,7 +55,7 @@ class Storage(pulumi.ComponentResource):
 
         key = aws.kms.Key(
             f"{name}-key",
-            description=f"Liminal Transit {naming.environment}: sessions, logs, queues, secrets",
+            description=f"Liminal Transit {naming.stack}: sessions, logs, queues, secrets, events",
             enable_key_rotation=True,
             deletion_window_in_days=args.kms_deletion_window_days,
             policy=_key_policy(context),
@@ -120,11 +120,16 @@ class Storage(pulumi.ComponentResource):
 
 
 def _key_policy(context: AwsContext) -> pulumi.Output[str]:
-    """The key policy: the account administers the key through IAM, and
-    CloudWatch Logs may use it for this account's log groups only (a log group
-    encrypted with a key whose policy lacks this statement cannot be created).
-    Services that use the key on a caller's behalf (DynamoDB, SQS, Secrets
-    Manager) are authorised through the caller's IAM policy instead."""
+    """The key policy: the account administers the key through IAM; CloudWatch
+    Logs may use it for this account's log groups only (a log group encrypted
+    with a key whose policy lacks this statement cannot be created); EventBridge
+    may use it for this account's event buses and for the encrypted queue it
+    dead-letters to. Services that use the key on a caller's behalf (DynamoDB,
+    SQS, Secrets Manager) are authorised through the caller's IAM policy instead."""
+    this_accounts_events = {
+        "StringEquals": {"aws:SourceAccount": context.account_id},
+        "ArnLike": {"aws:SourceArn": context.arn("events", "*")},
+    }
     return pulumi.Output.json_dumps(
         {
             "Version": "2012-10-17",
@@ -153,6 +158,14 @@ def _key_policy(context: AwsContext) -> pulumi.Output[str]:
                             "kms:EncryptionContext:aws:logs:arn": context.arn("logs", "log-group:*")
                         }
                     },
+                },
+                {
+                    "Sid": "EventBridgeEncryptsThisAccountsEvents",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "events.amazonaws.com"},
+                    "Action": ["kms:DescribeKey", "kms:GenerateDataKey", "kms:Decrypt"],
+                    "Resource": "*",
+                    "Condition": this_accounts_events,
                 },
             ],
         }

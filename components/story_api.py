@@ -42,6 +42,8 @@ class CustomDomain:
 
     domain_name: str
     certificate_arn: pulumi.Input[str]
+    base_path: str = ""
+    """The path the API is mapped under (``v1``: ``https://<domain>/v1/stories``); empty: root."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,9 @@ class StoryApiArgs:
     ``alias_invoke_arn`` is the Lambda alias API Gateway proxies to;
     ``function_name`` and ``alias_name`` scope the invoke permission to it.
     ``manage_account_log_role`` sets this region's API Gateway account-wide
-    CloudWatch role, which stage logging needs: leave it to one stack per
-    account and region.
+    CloudWatch role, which stage logging needs: exactly one stack per account
+    and region owns it (the others log through it); it is retained when that
+    stack is destroyed.
     """
 
     naming: Naming
@@ -64,7 +67,7 @@ class StoryApiArgs:
     throttle_rate_limit: float
     throttle_burst_limit: int
     log_retention_days: int = 30
-    manage_account_log_role: bool = True
+    manage_account_log_role: bool = False
     custom_domain: CustomDomain | None = None
     openapi_path: Path = OPENAPI_PATH
 
@@ -218,6 +221,7 @@ class StoryApi(pulumi.ComponentResource):
                 rest_api=api.id,
                 stage_name=stage.stage_name,
                 domain_name=domain.domain_name,
+                base_path=args.custom_domain.base_path or None,
                 opts=child,
             )
             self.custom_domain_target = domain.regional_domain_name
@@ -240,13 +244,20 @@ class StoryApi(pulumi.ComponentResource):
         )
 
     def _account_log_role(self, name: str, naming: Naming) -> pulumi.Resource:
-        """The account-wide role API Gateway logs to CloudWatch with."""
+        """The account-wide role API Gateway logs to CloudWatch with.
+
+        One setting per account and region, which every stack's stage logging
+        relies on: destroying the owning stack must not unset it under the
+        others, so the role, its policy and the setting are retained on delete.
+        """
+        retained = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
         role = aws.iam.Role(
             f"{name}-cloudwatch-role",
             name=naming.physical("apigateway-cloudwatch"),
+            description="API Gateway's account-wide CloudWatch Logs role (owned by one stack)",
             assume_role_policy=policies.assume_role_policy("apigateway.amazonaws.com"),
             tags=naming.tags,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=retained,
         )
         attachment = aws.iam.RolePolicyAttachment(
             f"{name}-cloudwatch-role-policy",
@@ -256,10 +267,12 @@ class StoryApi(pulumi.ComponentResource):
                 AwsContext.of(self).partition,
                 ":iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=retained,
         )
         return aws.apigateway.Account(
             f"{name}-account",
             cloudwatch_role_arn=role.arn,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment]),
+            opts=pulumi.ResourceOptions.merge(
+                retained, pulumi.ResourceOptions(depends_on=[attachment])
+            ),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,65 @@ def test_plan_with_bad_config_prints_the_problem(
     assert main(["--stack", "dev"]) == 1
     err = capsys.readouterr().err
     assert "liminal-transit:logRetentionDays = '8'" in err
+
+
+def test_plan_shows_a_digest_of_the_code_that_follows_the_code(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A code change must show in a plan diff, though the archive's file names do not change."""
+    from components.lambda_code import LAMBDAS_DIR, archive_sha256, package_archive
+
+    assert main(["--stack", "dev"]) == 0
+    function_line = next(
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if "liminal-generator-function" in line
+    )
+    shipped = archive_sha256(package_archive(LAMBDAS_DIR / "story_generator"))
+    assert f"code sha256:{shipped}" in function_line
+
+    package = tmp_path / "story_generator"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "handler.py").write_text("VERSION = 1\n")
+    before = archive_sha256(package_archive(package))
+    (package / "handler.py").write_text("VERSION = 2\n")
+    assert archive_sha256(package_archive(package)) != before
+    (package / "handler.py").write_text("VERSION = 1\n")
+    assert archive_sha256(package_archive(package)) == before
+
+
+def test_plan_shows_the_options_that_change_what_up_and_destroy_do(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--stack", "production"]) == 0
+    lines = {line.split()[2]: line for line in capsys.readouterr().out.splitlines() if "+ " in line}
+    assert (
+        "[retain-on-delete; depends-on=liminal-api-cloudwatch-role-policy]"
+        in lines["liminal-api-account"]
+    )
+    assert (
+        "depends-on=liminal-generator-logs,liminal-generator-role-policy"
+        in lines["liminal-generator-function"]
+    )
+    assert "[" not in lines["liminal-storage-key"], "no options, no brackets"
+
+
+def test_plan_json_carries_the_options_and_the_code_digest(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--stack", "production", "--format", "json"]) == 0
+    by_name = {r["name"]: r for r in json.loads(capsys.readouterr().out)["resources"]}
+    assert "retain-on-delete" in by_name["liminal-api-cloudwatch-role"]["options"]
+    code = by_name["liminal-generator-function"]["inputs"]["code"]
+    assert len(code["sha256"]) == 64
+
+
+def test_a_stack_file_slip_is_one_message_without_a_traceback(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "Pulumi.dev.yaml").write_text("config:\n  aws:region: [us-east-1\n")
+    assert main(["--stack", "dev"], root=tmp_path) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("invalid stack config:\n  Pulumi.dev.yaml:3:1:")
+    assert "Traceback" not in err

@@ -8,7 +8,7 @@ from pathlib import Path
 from components.offline import OfflineRun
 
 COMPONENTS_DIR = Path(__file__).resolve().parents[2] / "components"
-TAG_KEYS = {"Project", "Environment", "ManagedBy", "CostCenter"}
+TAG_KEYS = {"Project", "Environment", "Stack", "ManagedBy", "CostCenter"}
 # Resource types whose AWS API takes no tags.
 UNTAGGABLE = {
     "aws:kms/alias:Alias",
@@ -66,6 +66,7 @@ def test_every_taggable_resource_carries_the_common_tags(run: OfflineRun) -> Non
             f"{resource.type} {resource.name} lacks {TAG_KEYS - set(tags)}"
         )
         assert tags["Environment"] == environment
+        assert tags["Stack"] == environment, "the three stacks are named after their environment"
         assert tags["Project"] == "liminal-transit"
         assert tags["ManagedBy"] == "pulumi"
 

@@ -67,7 +67,7 @@ def test_storage_builds_alone_in_another_program() -> None:
     outputs: dict[str, str] = {}
 
     def program() -> None:
-        storage = Storage("sessions", StorageArgs(naming=Naming("qa", "qa-team")))
+        storage = Storage("sessions", StorageArgs(naming=Naming("qa", "qa", "qa-team")))
         pulumi.Output.all(storage.table_name, storage.key_alias).apply(
             lambda values: outputs.update(table=values[0], alias=values[1])
         )
@@ -81,3 +81,15 @@ def test_storage_builds_alone_in_another_program() -> None:
     assert {r.type for r in run.children(component)} == {TABLE, KEY, "aws:kms/alias:Alias"}
     key_logs = statements(run.one(KEY))[1]
     assert key_logs["Principal"]["Service"] == "logs.eu-west-1.amazonaws.com"
+
+
+def test_eventbridge_may_use_the_key_for_this_accounts_events_only(run: OfflineRun) -> None:
+    """The bus is encrypted with the key, and EventBridge dead-letters to an encrypted queue."""
+    events = next(
+        s for s in statements(run.one(KEY)) if s["Principal"] == {"Service": "events.amazonaws.com"}
+    )
+    assert sorted(events["Action"]) == ["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey"]
+    assert events["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": "123456789012"},
+        "ArnLike": {"aws:SourceArn": "arn:aws:events:us-east-1:123456789012:*"},
+    }

@@ -9,7 +9,12 @@ from typing import Any
 import pulumi
 import yaml
 
-from components.api_definition import HTTP_METHODS, OPENAPI_PATH
+from components.api_definition import (
+    ANY_METHOD,
+    HTTP_METHODS,
+    OPENAPI_PATH,
+    method_not_allowed_body,
+)
 from components.naming import Naming
 from components.offline import OfflineRun, run_program
 from components.story_api import CustomDomain, StoryApi, StoryApiArgs
@@ -49,9 +54,13 @@ def test_every_documented_operation_is_proxied_to_the_generator_alias(run: Offli
         assert integration["timeoutInMillis"] <= 29_000
 
 
-def test_local_server_urls_stay_out_of_the_imported_definition(run: OfflineRun) -> None:
-    assert "servers" in yaml.safe_load(OPENAPI_PATH.read_text()), "the premise of this test"
-    assert "servers" not in _body(run)
+def test_local_server_urls_and_the_error_table_stay_out_of_the_imported_definition(
+    run: OfflineRun,
+) -> None:
+    document = yaml.safe_load(OPENAPI_PATH.read_text())
+    for key in ("servers", "x-error-codes"):
+        assert key in document, f"the premise of this test: the document has {key}"
+        assert key not in _body(run), key
 
 
 def test_the_story_routes_and_health_are_served(run: OfflineRun) -> None:
@@ -64,27 +73,53 @@ def test_the_story_routes_and_health_are_served(run: OfflineRun) -> None:
     } <= routes
 
 
-def test_bodies_and_parameters_are_validated_by_the_gateway(run: OfflineRun) -> None:
+def test_gateway_checks_parameters_and_leaves_bodies_to_the_lambda(run: OfflineRun) -> None:
+    """One body validator: API Gateway's draft-4 checks would answer the same bad body
+    otherwise than the Lambda does locally."""
     body = _body(run)
     validators = body["x-amazon-apigateway-request-validators"]
-    assert validators["body-and-params"] == {
-        "validateRequestBody": True,
-        "validateRequestParameters": True,
+    assert validators == {
+        "params": {"validateRequestBody": False, "validateRequestParameters": True}
     }
     for path, method, operation in _operations(body):
-        expected = "body-and-params" if "requestBody" in operation else "params-only"
-        assert operation["x-amazon-apigateway-request-validator"] == expected, (path, method)
+        assert operation["x-amazon-apigateway-request-validator"] == "params", (path, method)
         for parameter in operation.get("parameters", []):
             if parameter["in"] == "path":
                 assert parameter["required"] is True
 
 
+def test_every_other_method_gets_the_lambdas_405_from_a_mock(run: OfflineRun) -> None:
+    """Without it API Gateway answers an undeclared method as an unknown route."""
+    for path, item in _body(run)["paths"].items():
+        declared = [m.upper() for m in HTTP_METHODS if m in item]
+        any_method = item[ANY_METHOD]
+        integration = any_method["x-amazon-apigateway-integration"]
+        assert integration["type"] == "mock", path
+        (response,) = integration["responses"].values()
+        assert response["statusCode"] == "405"
+        allowed = ", ".join(declared)
+        assert response["responseParameters"]["method.response.header.Allow"] == f"'{allowed}'"
+        template = json.loads(response["responseTemplates"]["application/json"])
+        assert template == method_not_allowed_body(allowed), path
+        assert set(any_method["responses"]["405"]["headers"]) == {"Allow", "Content-Type"}
+
+
 def test_gateway_refusals_use_the_apis_json_error_shape(run: OfflineRun) -> None:
     responses = _body(run)["x-amazon-apigateway-gateway-responses"]
-    for kind in ("BAD_REQUEST_BODY", "MISSING_AUTHENTICATION_TOKEN", "THROTTLED"):
+    document = yaml.safe_load(OPENAPI_PATH.read_text())
+    assert responses == document["x-amazon-apigateway-gateway-responses"], "imported as written"
+    assert "BAD_REQUEST_BODY" not in responses, "bodies are not validated by the gateway"
+    for kind in (
+        "BAD_REQUEST_PARAMETERS",
+        "MISSING_AUTHENTICATION_TOKEN",
+        "REQUEST_TOO_LARGE",
+        "THROTTLED",
+        "INTEGRATION_TIMEOUT",
+    ):
         template = json.loads(responses[kind]["responseTemplates"]["application/json"])
         assert set(template["error"]) == {"code", "message"}, kind
     assert responses["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404"
+    assert responses["INTEGRATION_TIMEOUT"]["statusCode"] == "504"
     for kind in ("DEFAULT_4XX", "DEFAULT_5XX"):
         assert "statusCode" not in responses[kind], f"{kind} would re-status every refusal"
         template = responses[kind]["responseTemplates"]["application/json"]
@@ -124,12 +159,26 @@ def test_api_log_groups_have_the_stack_retention_and_the_key(
     )
 
 
-def test_stage_waits_for_the_account_logging_role(run: OfflineRun) -> None:
+def test_exactly_one_stack_owns_the_account_logging_role(
+    stack_runs: dict[str, OfflineRun],
+) -> None:
+    """API Gateway's CloudWatch role is one setting per account and region."""
+    owners = [s for s, r in stack_runs.items() if r.of_type("aws:apigateway/account:Account")]
+    assert owners == ["production"]
+    run = stack_runs["production"]
     account = run.one("aws:apigateway/account:Account")
     assert account.urn in run.one(STAGE).depends_on
     role = run.one("aws:iam/role:Role", "cloudwatch-role")
     trust = json.loads(role["assumeRolePolicy"])["Statement"][0]
     assert trust["Principal"] == {"Service": "apigateway.amazonaws.com"}
+    attachment = run.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "cloudwatch")
+    # Destroying the owner must not unset the role under the other stacks.
+    assert account.retain_on_delete and role.retain_on_delete and attachment.retain_on_delete
+    for stack in ("dev", "staging"):
+        stage = stack_runs[stack].one(STAGE)
+        assert stage["accessLogSettings"]["destinationArn"], "the others still log"
+        roles = stack_runs[stack].of_type("aws:iam/role:Role")
+        assert all("cloudwatch" not in r.name for r in roles), stack
 
 
 def test_usage_plan_covers_the_stage(run: OfflineRun) -> None:
@@ -156,7 +205,7 @@ def test_url_is_https(run: OfflineRun) -> None:
 def _api_args(**change: Any) -> StoryApiArgs:
     """StoryApi args as another stack would write them, with ``change`` applied."""
     args = StoryApiArgs(
-        naming=Naming("qa", "qa-team"),
+        naming=Naming("qa", "qa", "qa-team"),
         function_name="writer",
         alias_name="live",
         alias_invoke_arn="arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/"
@@ -171,14 +220,7 @@ def _api_args(**change: Any) -> StoryApiArgs:
 
 def _standalone(spec_path: Any, custom_domain: CustomDomain | None = None) -> OfflineRun:
     def program() -> None:
-        StoryApi(
-            "stories",
-            _api_args(
-                manage_account_log_role=False,
-                custom_domain=custom_domain,
-                openapi_path=spec_path,
-            ),
-        )
+        StoryApi("stories", _api_args(custom_domain=custom_domain, openapi_path=spec_path))
 
     return run_program(program, config={}, region="us-east-1", stack="qa")
 
@@ -202,14 +244,17 @@ def test_a_changed_definition_gets_a_new_deployment(tmp_path: Any) -> None:
 def test_api_builds_alone_without_the_account_role_and_with_a_custom_domain() -> None:
     run = _standalone(
         OPENAPI_PATH,
-        CustomDomain("stories.example.com", "arn:aws:acm:us-east-1:123456789012:certificate/abc"),
+        CustomDomain(
+            "stories.example.com", "arn:aws:acm:us-east-1:123456789012:certificate/abc", "v1"
+        ),
     )
-    assert not run.of_type("aws:apigateway/account:Account")
+    assert not run.of_type("aws:apigateway/account:Account"), "not owned unless asked for"
     domain = run.one("aws:apigateway/domainName:DomainName")
     assert domain["securityPolicy"] == "TLS_1_2"
     assert domain["endpointConfiguration"]["types"] == "REGIONAL"
     mapping = run.one("aws:apigateway/basePathMapping:BasePathMapping")
     assert mapping["stageName"] == "qa"
+    assert mapping["basePath"] == "v1"
     component = run.one("liminal:story_api:StoryApi")
     assert all(r.parent_urn == component.urn for r in run.resources if r.custom)
 

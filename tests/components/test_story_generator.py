@@ -6,7 +6,9 @@ import json
 from typing import Any
 
 import pulumi
+import pytest
 
+from components.bedrock_models import BedrockModelType
 from components.config import AiConfig, ProviderConfig, ProviderKind
 from components.naming import Naming
 from components.offline import OfflineRun, run_program
@@ -84,9 +86,17 @@ def test_dead_letter_queue_is_encrypted_and_refuses_plain_http(run: OfflineRun) 
     assert queue["kmsMasterKeyId"] == run.outputs["key_arn"]
     function = run.one(FUNCTION)
     assert function["deadLetterConfig"]["targetArn"].endswith(queue["name"])
-    (deny,) = statements(run.one("aws:sqs/queuePolicy:QueuePolicy"))
+    deny, events = statements(run.one("aws:sqs/queuePolicy:QueuePolicy"))
     assert deny["Effect"] == "Deny"
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    # EventBridge may dead-letter there only from this stack's bus and rule.
+    assert events["Principal"] == {"Service": "events.amazonaws.com"}
+    assert events["Action"] == ["sqs:SendMessage"]
+    rule = run.one("aws:cloudwatch/eventRule:EventRule")
+    assert events["Condition"]["ArnEquals"]["aws:SourceArn"] == [
+        f"arn:aws:events:us-east-1:123456789012:event-bus/{rule['eventBusName']}",
+        f"arn:aws:events:us-east-1:123456789012:rule/{rule['eventBusName']}/{rule['name']}",
+    ]
 
 
 def test_role_policy_exists_before_the_function(run: OfflineRun) -> None:
@@ -101,18 +111,20 @@ def test_alias_points_at_the_published_version(run: OfflineRun) -> None:
     assert run.outputs["alias_arn"].endswith(":live")
 
 
-def test_concurrency_only_where_the_stack_sets_it(stack_runs: dict[str, OfflineRun]) -> None:
+def test_every_stack_caps_its_concurrency_and_only_production_provisions(
+    stack_runs: dict[str, OfflineRun],
+) -> None:
+    """Uncapped, a runaway loop in dev could take the account's concurrency from production."""
+    caps = {s: r.one(FUNCTION).get("reservedConcurrentExecutions") for s, r in stack_runs.items()}
+    assert caps == {"dev": 50, "staging": 100, "production": 1000}
     production = stack_runs["production"]
-    assert production.one(FUNCTION)["reservedConcurrentExecutions"] == 1000
     provisioned = production.one(
         "aws:lambda/provisionedConcurrencyConfig:ProvisionedConcurrencyConfig"
     )
     assert provisioned["qualifier"] == "live", "provisioned concurrency needs an alias"
     assert provisioned["provisionedConcurrentExecutions"] == 10
     for stack in ("dev", "staging"):
-        run = stack_runs[stack]
-        assert run.one(FUNCTION).get("reservedConcurrentExecutions") is None
-        assert not run.of_type(
+        assert not stack_runs[stack].of_type(
             "aws:lambda/provisionedConcurrencyConfig:ProvisionedConcurrencyConfig"
         )
 
@@ -189,12 +201,22 @@ def test_key_is_usable_only_through_the_services_that_hold_data(run: OfflineRun)
     assert "secretsmanager.us-east-1.amazonaws.com" in services
 
 
-def test_bedrock_access_names_each_configured_model(run: OfflineRun) -> None:
-    statement = _statement(run, "InvokeNamedModels")
-    assert statement["Action"] == ["bedrock:InvokeModel"]
-    assert statement["Resource"] == [
-        "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-sonnet-20240229-v1:0"
+def test_bedrock_access_is_the_profile_and_its_model_in_every_region_it_routes_to(
+    run: OfflineRun,
+) -> None:
+    """Through a cross-region profile, IAM checks the profile in the calling region and
+    the foundation model in whichever region serves the request."""
+    profile = "us.anthropic.claude-sonnet-4-6"
+    profile_arn = f"arn:aws:bedrock:us-east-1:123456789012:inference-profile/{profile}"
+    assert _statement(run, "InvokeNamedInferenceProfiles")["Resource"] == [profile_arn]
+    routed = _statement(run, "InvokeModelsThroughNamedProfiles")
+    assert routed["Action"] == ["bedrock:InvokeModel"]
+    assert routed["Resource"] == [
+        f"arn:aws:bedrock:{region}::foundation-model/anthropic.claude-sonnet-4-6"
+        for region in ("us-east-1", "us-east-2", "us-west-1", "us-west-2")
     ]
+    assert routed["Condition"] == {"StringEquals": {"bedrock:InferenceProfileArn": [profile_arn]}}
+    assert "InvokeNamedModels" not in {s["Sid"] for s in statements(run.one(ROLE_POLICY))}
 
 
 def test_provider_keys_are_secrets_encrypted_with_the_key_never_environment_values(
@@ -215,10 +237,22 @@ def test_provider_keys_are_secrets_encrypted_with_the_key_never_environment_valu
     )
 
 
-def test_events_are_published_only_to_the_bus_with_this_source(run: OfflineRun) -> None:
+def test_events_are_published_only_to_the_stacks_own_bus_with_this_source(
+    run: OfflineRun,
+) -> None:
+    bus = run.one("aws:cloudwatch/eventBus:EventBus")
+    assert bus["name"] == f"liminal-transit-events-{_stack(run)}"
+    assert bus["kmsKeyIdentifier"] == run.outputs["key_arn"]
+    assert bus["deadLetterConfig"]["arn"].endswith(run.one("aws:sqs/queue:Queue")["name"])
     statement = _statement(run, "PublishStoryEvents")
-    assert statement["Resource"] == ["arn:aws:events:us-east-1:123456789012:event-bus/default"]
+    assert statement["Resource"] == [
+        f"arn:aws:events:us-east-1:123456789012:event-bus/{bus['name']}"
+    ]
     assert statement["Condition"] == {"StringEquals": {"events:source": "liminal-transit"}}
+    assert _env(run)["EVENT_BUS_NAME"] == bus["name"]
+    rule = run.one("aws:cloudwatch/eventRule:EventRule")
+    assert rule["eventBusName"] == bus["name"], "a rule on the default bus sees every stack"
+    assert run.one("aws:cloudwatch/eventTarget:EventTarget")["eventBusName"] == bus["name"]
 
 
 def test_event_rule_matches_requests_only_so_published_events_never_loop(
@@ -228,10 +262,14 @@ def test_event_rule_matches_requests_only_so_published_events_never_loop(
     assert pattern == {"source": ["liminal-transit"], "detail-type": ["Story Generation Requested"]}
     target = run.one("aws:cloudwatch/eventTarget:EventTarget")
     assert target["arn"] == run.outputs["alias_arn"]
+    assert target["deadLetterConfig"]["arn"].endswith(run.one("aws:sqs/queue:Queue")["name"])
     permission = run.one("aws:lambda/permission:Permission", "events-invoke")
     assert permission["principal"] == "events.amazonaws.com"
     assert permission["qualifier"] == "live"
-    assert permission["sourceArn"].endswith(f"rule/liminal-transit-story-events-{_stack(run)}")
+    stack = _stack(run)
+    assert permission["sourceArn"].endswith(
+        f"rule/liminal-transit-events-{stack}/liminal-transit-story-requests-{stack}"
+    )
 
 
 def _stack(run: OfflineRun) -> str:
@@ -247,16 +285,18 @@ def test_provider_settings_reach_the_function_as_its_documented_contract(
     assert providers[0] == {
         "name": "bedrock-claude",
         "kind": "bedrock",
-        "model": "anthropic.claude-3-sonnet-20240229-v1:0",
+        "model": "us.anthropic.claude-sonnet-4-6",
         "priority": 1,
-        "max_tokens": 4096,
+        "max_tokens": 1024,
         "temperature": 0.7,
         "timeout_s": 12.0,
-        "input_price_per_1k": 0.003,
-        "output_price_per_1k": 0.015,
-        "endpoint_url": None,
+        "input_price_per_1k": 0.0033,
+        "output_price_per_1k": 0.0165,
         "context_window": 200000,
-    }
+    }, "the Bedrock profile's regions are for IAM; unset fields are left out"
+    assert "temperature" not in providers[1], "the OpenAI reasoning model refuses temperature"
+    assert providers[1]["reasoning_effort"] == "none"
+    assert "temperature" not in providers[2], "Claude Haiku 5.5 refuses temperature"
     assert json.loads(env["AI_ROUTER_CONFIG"])["deadline_s"] == 25
     assert env["SESSION_TABLE_NAME"] == run.outputs["table_name"]
     assert env["ENVIRONMENT"] == _stack(run)
@@ -275,11 +315,20 @@ def _standalone(args_change: dict[str, Any]) -> OfflineRun:
     ai = AiConfig(
         providers=[
             ProviderConfig(
-                name="claude-us",
+                name="claude-eu",
                 kind=ProviderKind.BEDROCK,
-                model="us.anthropic.claude-3-5-haiku-20241022-v1:0",
+                model="eu.anthropic.claude-haiku-4-5-20251001-v1:0",
+                model_type=BedrockModelType.INFERENCE_PROFILE,
+                inference_profile_regions=["eu-west-1", "eu-central-1"],
                 priority=1,
-            )
+            ),
+            ProviderConfig(
+                name="nova",
+                kind=ProviderKind.BEDROCK,
+                model="amazon.nova-lite-v1:0",
+                model_type=BedrockModelType.FOUNDATION_MODEL,
+                priority=2,
+            ),
         ]
     )
 
@@ -287,7 +336,7 @@ def _standalone(args_change: dict[str, Any]) -> OfflineRun:
         StoryGenerator(
             "writer",
             StoryGeneratorArgs(
-                naming=Naming("qa", "qa-team"),
+                naming=Naming("qa", "qa", "qa-team"),
                 table_name="sessions",
                 table_arn="arn:aws:dynamodb:eu-west-1:123456789012:table/sessions",
                 key_arn="arn:aws:kms:eu-west-1:123456789012:key/abc",
@@ -306,12 +355,35 @@ def test_generator_builds_alone_with_an_inference_profile_and_no_keyed_providers
     assert not run.of_type("aws:secretsmanager/secret:Secret")
     names = {s["Sid"] for s in statements(run.one(ROLE_POLICY))}
     assert "ReadProviderKeys" not in names
-    models = next(s for s in statements(run.one(ROLE_POLICY)) if s["Sid"] == "InvokeNamedModels")
-    assert models["Resource"] == [
+    by_sid = {s["Sid"]: s for s in statements(run.one(ROLE_POLICY))}
+    profile_arn = (
         "arn:aws:bedrock:eu-west-1:123456789012:inference-profile/"
-        "us.anthropic.claude-3-5-haiku-20241022-v1:0",
-        "arn:aws:bedrock:*::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0",
+        "eu.anthropic.claude-haiku-4-5-20251001-v1:0"
+    )
+    assert by_sid["InvokeNamedInferenceProfiles"]["Resource"] == [profile_arn]
+    assert by_sid["InvokeModelsThroughNamedProfiles"]["Resource"] == [
+        "arn:aws:bedrock:eu-west-1::foundation-model/anthropic.claude-haiku-4-5-20251001-v1:0",
+        "arn:aws:bedrock:eu-central-1::foundation-model/anthropic.claude-haiku-4-5-20251001-v1:0",
     ]
+    # The on-demand model is granted in the stack's region only, and never through "*".
+    assert by_sid["InvokeNamedModels"]["Resource"] == [
+        "arn:aws:bedrock:eu-west-1::foundation-model/amazon.nova-lite-v1:0"
+    ]
+
+
+def test_a_named_existing_bus_is_used_and_no_bus_is_created() -> None:
+    run = _standalone({"event_bus_name": "platform-events"})
+    assert not run.of_type("aws:cloudwatch/eventBus:EventBus")
+    assert run.one("aws:cloudwatch/eventRule:EventRule")["eventBusName"] == "platform-events"
+    publish = next(s for s in statements(run.one(ROLE_POLICY)) if s["Sid"] == "PublishStoryEvents")
+    assert publish["Resource"] == [
+        "arn:aws:events:eu-west-1:123456789012:event-bus/platform-events"
+    ]
+
+
+def test_the_accounts_default_bus_is_refused() -> None:
+    with pytest.raises(ValueError, match="shared by every stack"):
+        _standalone({"event_bus_name": "default"})
 
 
 def test_vpc_placement_adds_subnets_and_only_the_eni_permissions() -> None:
