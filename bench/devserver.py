@@ -45,7 +45,9 @@ from lambdas.story_generator.handler import build_handler  # noqa: E402
 HOST = "127.0.0.1"
 WARMUP = 20
 HANDLER_ALONE = "handler, no HTTP"
-STORY = json.dumps({"user_id": "bench", "genre": "liminal", "max_beats": 4}).encode()
+STORY = json.dumps({"genre": "liminal", "max_beats": 4}).encode()
+# make dev's stand-in for a Cognito ID token.
+READER_TOKEN = "Bearer dev:bench"
 SCENARIOS = {"GET /health": ("GET", "/health", None), "POST /stories": ("POST", "/stories", STORY)}
 
 
@@ -99,7 +101,9 @@ def running(server: HTTPServer) -> Iterator[int]:
 def rate(port: int, method: str, path: str, body: bytes | None, requests: int) -> float:
     """Requests per second of `requests` sequential requests on one connection."""
     connection = http.client.HTTPConnection(HOST, port, timeout=10)
-    headers = {"Content-Type": "application/json"} if body else {}
+    headers = {"Authorization": READER_TOKEN}
+    if body:
+        headers["Content-Type"] = "application/json"
 
     def one() -> None:
         connection.request(method, path, body=body, headers=headers)
@@ -130,11 +134,16 @@ def handler_rate(
 ) -> float:
     """Calls per second of the handler alone on the same events: the dev server's ceiling."""
     headers = [("Host", HOST), ("Content-Type", "application/json")]
+    claims = {"sub": "bench"}
+
+    def event() -> dict[str, object]:
+        return devserver.proxy_event(method, path, headers, body or b"", claims=claims)
+
     for _ in range(WARMUP):
-        handler(devserver.proxy_event(method, path, headers, body or b""), devserver.LocalContext())
+        handler(event(), devserver.LocalContext())
     started = time.perf_counter()
     for _ in range(requests):
-        handler(devserver.proxy_event(method, path, headers, body or b""), devserver.LocalContext())
+        handler(event(), devserver.LocalContext())
     return requests / (time.perf_counter() - started)
 
 

@@ -230,8 +230,11 @@ def handler_call(entries: list[Mapping[str, object]]) -> Call:
     from lambdas.story_generator import handler
 
     handler._container.cache_clear()
-    body = json.dumps({"user_id": "bench", "genre": "mystery"}).encode()
-    event = proxy_event("POST", "/stories", [("Content-Type", "application/json")], body)
+    body = json.dumps({"genre": "mystery"}).encode()
+    # The reader as API Gateway's Cognito authorizer would pass it.
+    event = proxy_event(
+        "POST", "/stories", [("Content-Type", "application/json")], body, claims={"sub": "bench"}
+    )
     context: Any = LocalContext()
 
     def call() -> object:

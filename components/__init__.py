@@ -14,6 +14,7 @@ from .config import (
     load_stack_config,
     parse_stack_config,
 )
+from .identity import OidcFederation, ReaderIdentity, ReaderIdentityArgs
 from .naming import Naming
 from .platform import LiminalPlatform
 from .storage import Storage, StorageArgs
@@ -27,8 +28,11 @@ __all__ = [
     "CustomDomain",
     "LiminalPlatform",
     "Naming",
+    "OidcFederation",
     "ProviderConfig",
     "ProviderKind",
+    "ReaderIdentity",
+    "ReaderIdentityArgs",
     "StackConfig",
     "Storage",
     "StorageArgs",

@@ -1,12 +1,16 @@
 """The OpenAPI document API Gateway imports: the story API's own document with
-every operation wired to the Lambda, and every other method of a path refused by
-API Gateway itself in the API's error shape."""
+every operation wired to the Lambda behind the readers' Cognito authorizer, CORS
+preflights and every other method of a path answered by API Gateway itself, and
+API Gateway's own refusals in the API's error shape, readable by the web reader."""
 
 from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from typing import Any
+
+from lambdas.story_generator.cors import ALLOWED_HEADERS, EXPOSED_HEADERS, MAX_AGE_S
 
 from .lambda_code import LAMBDAS_DIR
 
@@ -14,6 +18,8 @@ OPENAPI_PATH = LAMBDAS_DIR / "story_generator" / "openapi.yaml"
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 ANY_METHOD = "x-amazon-apigateway-any-method"
 GATEWAY_RESPONSES_KEY = "x-amazon-apigateway-gateway-responses"
+# The document's security scheme for readers: its operations require a token.
+READERS_SCHEME = "readers"
 # Lambda proxy integrations are invoked with POST whatever the client's method.
 _INTEGRATION_METHOD = "POST"
 # API Gateway stops waiting for an integration after 29 s.
@@ -46,7 +52,53 @@ def _proxy_integration(invoke_arn: str) -> dict[str, Any]:
     }
 
 
-def _method_not_allowed(allowed: str) -> dict[str, Any]:
+def _cors_template(origins: Sequence[str]) -> str:
+    """VTL that sets Access-Control-Allow-Origin to the request's Origin when it is allowed.
+
+    A header value in a mapping is static; the response override picks one of
+    several allowed origins per request. API Gateway passes header names as the
+    client sent them (HTTP/2 clients send them lower-case).
+    """
+    if not origins or list(origins) == ["*"]:
+        return ""
+    allowed = ", ".join(json.dumps(origin) for origin in origins)
+    return (
+        "#set($origin = $input.params().header.get('Origin'))"
+        "#if(!$origin)#set($origin = $input.params().header.get('origin'))#end"
+        f"#set($allowed = [{allowed}])"
+        "#if($allowed.contains($origin))"
+        "#set($context.responseOverride.header.Access-Control-Allow-Origin = $origin)#end\n"
+    )
+
+
+def _static_cors_headers(origins: Sequence[str], prefix: str) -> dict[str, str]:
+    headers = {f"{prefix}.Vary": "'Origin'"}
+    if list(origins) == ["*"]:
+        headers[f"{prefix}.Access-Control-Allow-Origin"] = "'*'"
+    return headers
+
+
+def _mock(status: int, headers: dict[str, str], template: str) -> dict[str, Any]:
+    """A mock integration answering ``status`` with ``headers`` (mapping values) and a body."""
+    return {
+        "type": "mock",
+        "requestTemplates": {"application/json": json.dumps({"statusCode": status})},
+        "passthroughBehavior": "when_no_match",
+        "responses": {
+            "default": {
+                "statusCode": str(status),
+                "responseParameters": headers,
+                "responseTemplates": {"application/json": template},
+            }
+        },
+    }
+
+
+def _declared_headers(names: Sequence[str]) -> dict[str, Any]:
+    return {name: {"schema": {"type": "string"}} for name in names}
+
+
+def _method_not_allowed(allowed: str, origins: Sequence[str]) -> dict[str, Any]:
     """A mock integration on every method the path does not declare.
 
     Without it API Gateway answers those with its unknown-route refusal (403
@@ -54,42 +106,111 @@ def _method_not_allowed(allowed: str) -> dict[str, Any]:
     405 with ``Allow``; a mock also costs no Lambda invocation.
     """
     body = json.dumps(method_not_allowed_body(allowed), ensure_ascii=False)
+    headers = {
+        "method.response.header.Allow": f"'{allowed}'",
+        "method.response.header.Content-Type": "'application/json'",
+        "method.response.header.Access-Control-Expose-Headers": f"'{EXPOSED_HEADERS}'",
+        **_static_cors_headers(origins, "method.response.header"),
+    }
     return {
         "summary": f"Any other method: 405, this path takes {allowed} only.",
+        "security": [],
         "responses": {
             "405": {
                 "description": "The path does not serve this method.",
-                "headers": {
-                    "Allow": {"schema": {"type": "string"}},
-                    "Content-Type": {"schema": {"type": "string"}},
-                },
+                "headers": _declared_headers(
+                    [
+                        *(h.removeprefix("method.response.header.") for h in headers),
+                        "Access-Control-Allow-Origin",
+                    ]
+                ),
             }
         },
-        "x-amazon-apigateway-integration": {
-            "type": "mock",
-            "requestTemplates": {"application/json": '{"statusCode": 405}'},
-            "passthroughBehavior": "when_no_match",
-            "responses": {
-                "default": {
-                    "statusCode": "405",
-                    "responseParameters": {
-                        "method.response.header.Allow": f"'{allowed}'",
-                        "method.response.header.Content-Type": "'application/json'",
-                    },
-                    "responseTemplates": {"application/json": body},
-                }
-            },
+        "x-amazon-apigateway-integration": _mock(405, headers, _cors_template(origins) + body),
+    }
+
+
+def _preflight(methods: Sequence[str], origins: Sequence[str]) -> dict[str, Any]:
+    """The CORS preflight of a path, answered by API Gateway (no Lambda invocation)."""
+    headers = {
+        "method.response.header.Access-Control-Allow-Methods": f"'{', '.join(methods)}'",
+        "method.response.header.Access-Control-Allow-Headers": f"'{ALLOWED_HEADERS}'",
+        "method.response.header.Access-Control-Max-Age": f"'{MAX_AGE_S}'",
+        **_static_cors_headers(origins, "method.response.header"),
+    }
+    return {
+        "summary": "CORS preflight, answered by API Gateway.",
+        "security": [],
+        "responses": {
+            "204": {
+                "description": "What a browser may send to this path, and from where.",
+                "headers": _declared_headers(
+                    [
+                        *(h.removeprefix("method.response.header.") for h in headers),
+                        "Access-Control-Allow-Origin",
+                    ]
+                ),
+            }
+        },
+        "x-amazon-apigateway-integration": _mock(204, headers, _cors_template(origins)),
+    }
+
+
+def _gateway_responses(responses: dict[str, Any], origins: Sequence[str]) -> dict[str, Any]:
+    """API Gateway's own refusals, with CORS headers so that a browser can read them.
+
+    A gateway response's headers are static or copied from the request: with
+    several allowed origins the request's Origin is echoed, which shares these
+    error bodies (they hold no reader data) with any origin.
+    """
+    cors: dict[str, str] = {
+        "gatewayresponse.header.Vary": "'Origin'",
+        "gatewayresponse.header.Access-Control-Expose-Headers": f"'{EXPOSED_HEADERS}'",
+    }
+    if list(origins) == ["*"]:
+        cors["gatewayresponse.header.Access-Control-Allow-Origin"] = "'*'"
+    elif len(origins) == 1:
+        cors["gatewayresponse.header.Access-Control-Allow-Origin"] = f"'{origins[0]}'"
+    elif origins:
+        cors["gatewayresponse.header.Access-Control-Allow-Origin"] = "method.request.header.Origin"
+    return {
+        kind: {**response, "responseParameters": {**response["responseParameters"], **cors}}
+        for kind, response in responses.items()
+    }
+
+
+def _authorizer(user_pool_arns: Sequence[str]) -> dict[str, Any]:
+    """The Cognito user pool authorizer: API Gateway checks the ID token's signature,
+    expiry and pool, and passes its claims to the Lambda."""
+    return {
+        "type": "apiKey",
+        "name": "Authorization",
+        "in": "header",
+        "x-amazon-apigateway-authtype": "cognito_user_pools",
+        "x-amazon-apigateway-authorizer": {
+            "type": "cognito_user_pools",
+            "providerARNs": list(user_pool_arns),
         },
     }
 
 
-def api_definition(spec: dict[str, Any], invoke_arn: str, title: str) -> dict[str, Any]:
+def api_definition(
+    spec: dict[str, Any],
+    invoke_arn: str,
+    title: str,
+    *,
+    user_pool_arns: Sequence[str],
+    cors_allowed_origins: Sequence[str] = (),
+) -> dict[str, Any]:
     """The OpenAPI document API Gateway imports.
 
     ``spec`` with every operation proxied to the Lambda behind ``invoke_arn``
-    (required parameters checked by API Gateway), every other method of each
-    path answered 405 by API Gateway, and API Gateway's own refusals in the API's
-    JSON error shape (the document's ``x-amazon-apigateway-gateway-responses``).
+    (required parameters checked by API Gateway); operations that require the
+    ``readers`` scheme (all but ``GET /health``) behind a Cognito authorizer for
+    ``user_pool_arns``; on every path an OPTIONS preflight for
+    ``cors_allowed_origins`` and a 405 for any other method, both answered by
+    API Gateway; and API Gateway's own refusals in the API's JSON error shape
+    (the document's ``x-amazon-apigateway-gateway-responses``) with CORS headers.
     """
     definition = copy.deepcopy(spec)
     definition.setdefault("info", {})["title"] = title
@@ -100,14 +221,26 @@ def api_definition(spec: dict[str, Any], invoke_arn: str, title: str) -> dict[st
     definition.pop("x-error-codes", None)
     if GATEWAY_RESPONSES_KEY not in definition:
         raise ValueError(f"the API document has no {GATEWAY_RESPONSES_KEY} section")
+    # Operation-level security is what API Gateway reads: apply the default there.
+    default_security = definition.pop("security", [])
+    definition.setdefault("components", {}).setdefault("securitySchemes", {})[READERS_SCHEME] = (
+        _authorizer(user_pool_arns)
+    )
     for path_item in definition.get("paths", {}).values():
-        methods = [method for method in HTTP_METHODS if method in path_item]
+        methods = [method for method in HTTP_METHODS if method in path_item and method != "options"]
         for method in methods:
             operation = path_item[method]
+            operation.setdefault("security", default_security)
             operation["x-amazon-apigateway-integration"] = _proxy_integration(invoke_arn)
             operation["x-amazon-apigateway-request-validator"] = _VALIDATOR
         if methods:
             allowed = ", ".join(method.upper() for method in methods)
-            path_item[ANY_METHOD] = _method_not_allowed(allowed)
+            path_item["options"] = _preflight(
+                [*(m.upper() for m in methods), "OPTIONS"], cors_allowed_origins
+            )
+            path_item[ANY_METHOD] = _method_not_allowed(allowed, cors_allowed_origins)
     definition["x-amazon-apigateway-request-validators"] = _VALIDATORS
+    definition[GATEWAY_RESPONSES_KEY] = _gateway_responses(
+        definition[GATEWAY_RESPONSES_KEY], cors_allowed_origins
+    )
     return definition

@@ -167,6 +167,71 @@ class CustomDomainConfig(_Model):
         return self.certificate_arn.split(":")[3]
 
 
+_ORIGIN = r"^(https://[a-z0-9.-]+(:\d{1,5})?|http://(localhost|127\.0\.0\.1)(:\d{1,5})?|\*)$"
+_HTTPS_URL = r"^(https://[^\s]+|http://(localhost|127\.0\.0\.1)(:\d{1,5})?(/[^\s]*)?)$"
+
+
+class OidcConfig(_Model):
+    """``liminal-transit:identity.oidc``: an external OpenID Connect issuer federated
+    into the user pool (set ``clientSecret`` with ``pulumi config set --secret --path``)."""
+
+    issuer: str = Field(pattern=r"^https://[^\s]+$", max_length=2048)
+    client_id: str = Field(min_length=1, max_length=256)
+    client_secret: str = Field(min_length=1, max_length=2048, repr=False)
+    provider_name: str = Field("organisation", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+
+
+class IdentityConfig(_Model):
+    """``liminal-transit:identity``: who readers are.
+
+    By default the stack has its own Cognito user pool; ``existingUserPoolArn``
+    uses an organisation's pool instead (in the stack's region), and ``oidc``
+    federates an external OpenID Connect issuer into the stack's pool.
+    """
+
+    existing_user_pool_arn: str | None = Field(
+        None, pattern=r"^arn:aws[a-z-]*:cognito-idp:[a-z0-9-]+:\d{12}:userpool/[\w-]+_[0-9A-Za-z]+$"
+    )
+    deletion_protection: bool = False
+    domain_prefix: str | None = Field(None, pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+    callback_urls: list[Annotated[str, Field(pattern=_HTTPS_URL, max_length=1024)]] = Field(
+        default_factory=list, max_length=100
+    )
+    logout_urls: list[Annotated[str, Field(pattern=_HTTPS_URL, max_length=1024)]] = Field(
+        default_factory=list, max_length=100
+    )
+    oidc: OidcConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_source_of_readers(self) -> Self:
+        if self.existing_user_pool_arn is not None and (
+            self.oidc is not None or self.domain_prefix or self.callback_urls
+        ):
+            raise ValueError(
+                "existingUserPoolArn uses a pool this stack does not manage: oidc, "
+                "domainPrefix and callbackUrls belong to the pool's own stack"
+            )
+        if self.domain_prefix and any(
+            w in self.domain_prefix for w in ("aws", "amazon", "cognito")
+        ):
+            raise ValueError(
+                f"domainPrefix {self.domain_prefix!r}: Cognito refuses prefixes containing "
+                "aws, amazon or cognito"
+            )
+        if (self.callback_urls or self.oidc) and not self.domain_prefix:
+            raise ValueError(
+                "callbackUrls and oidc sign readers in through the hosted pages: set domainPrefix"
+            )
+        return self
+
+
+class ReaderBudgetConfig(_Model):
+    """``liminal-transit:ai.readerBudget``: generations one reader may ask for."""
+
+    per_minute: int = Field(10, ge=1, le=10_000)
+    per_day: int = Field(500, ge=1, le=1_000_000)
+
+
 class ApiConfig(_Model):
     """``liminal-transit:api``: the REST API stage."""
 
@@ -175,6 +240,16 @@ class ApiConfig(_Model):
     throttle_burst_limit: int = Field(ge=1, le=5_000)
     manage_account_log_role: bool = False
     custom_domain: CustomDomainConfig | None = None
+    cors_allowed_origins: list[Annotated[str, Field(pattern=_ORIGIN, max_length=300)]] = Field(
+        default_factory=list, max_length=20
+    )
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _star_alone(cls, value: list[str]) -> list[str]:
+        if "*" in value and len(value) > 1:
+            raise ValueError("'*' allows every origin: list it alone, or list origins instead")
+        return value
 
 
 class ProviderConfig(_Model):
@@ -313,6 +388,7 @@ class AiConfig(_Model):
     circuit_failure_threshold: int = Field(3, ge=1, le=100)
     circuit_cooldown_s: int = Field(30, ge=1, le=3600)
     misconfigured_cooldown_s: int = Field(300, ge=1, le=86_400)
+    reader_budget: ReaderBudgetConfig = ReaderBudgetConfig()
     providers: list[ProviderConfig] = Field(min_length=1, max_length=10)
 
     @model_validator(mode="after")
@@ -341,6 +417,7 @@ class StackConfig(_Model):
     storage: StorageConfig = StorageConfig()
     generator: GeneratorConfig
     api: ApiConfig
+    identity: IdentityConfig = IdentityConfig()
     ai: AiConfig
 
     @property
@@ -372,6 +449,24 @@ class StackConfig(_Model):
                 f"{CONFIG_NAMESPACE}:ai.deadlineS = {self.ai.deadline_s}: must be below "
                 f"{CONFIG_NAMESPACE}:generator.timeoutS ({self.generator.timeout_s}) "
                 "so the router answers before Lambda stops the function"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _browsers_of_this_stack_only(self) -> Self:
+        origins = self.api.cors_allowed_origins
+        if self.environment is not Environment.DEV:
+            loose = [o for o in origins if o == "*" or not o.startswith("https://")]
+            if loose:
+                raise ValueError(
+                    f"{CONFIG_NAMESPACE}:api.corsAllowedOrigins = {origins}: {loose} may not be "
+                    f"allowed in {self.environment.value}; list the web reader's https:// origins"
+                )
+        pool = self.identity.existing_user_pool_arn
+        if pool is not None and pool.split(":")[3] != self.region:
+            raise ValueError(
+                f"{CONFIG_NAMESPACE}:identity.existingUserPoolArn = {pool!r}: a Cognito "
+                f"authorizer needs a pool in the API's region, {self.region}"
             )
         return self
 

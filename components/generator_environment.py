@@ -6,6 +6,7 @@ README, "Generator configuration", documents every variable.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import pulumi
 
@@ -32,6 +33,7 @@ def function_environment(
     log_level: str,
     ai: AiConfig,
     secret_arns: dict[str, pulumi.Output[str]],
+    cors_allowed_origins: Sequence[str] = (),
 ) -> dict[str, pulumi.Input[str]]:
     """The variables the function reads at start-up.
 
@@ -57,7 +59,13 @@ def function_environment(
         "POWERTOOLS_SERVICE_NAME": "story-generator",
         "POWERTOOLS_METRICS_NAMESPACE": AI_METRICS_NAMESPACE,
         "POWERTOOLS_LOG_LEVEL": log_level,
+        "READER_BUDGET": json.dumps(
+            {"per_minute": ai.reader_budget.per_minute, "per_day": ai.reader_budget.per_day},
+            separators=(",", ":"),
+        ),
     }
+    if cors_allowed_origins:
+        variables["CORS_ALLOWED_ORIGINS"] = json.dumps(list(cors_allowed_origins))
     for kind, arn in secret_arns.items():
         variables[f"{kind.upper()}_API_KEY_SECRET_ARN"] = arn
     return variables

@@ -15,8 +15,11 @@ from .bedrock_models import BedrockModelType
 from .config import AiConfig
 
 EVENT_SOURCE = "liminal-transit"
-# The router keeps per-provider circuit state in the session table under this prefix.
+# The router keeps per-provider circuit state in the session table under this prefix,
+# and the story service its idempotency records of keyed starts under the other
+# (lambdas/story_generator/circuit.py and sessions.py; a test ties them together).
 CIRCUIT_KEY_PREFIX = "circuit#"
+IDEMPOTENCY_KEY_PREFIX = "idem#"
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ def execution_statements(
             "ReadWriteSessionTable",
             [
                 "dynamodb:Query",
+                "dynamodb:GetItem",
                 "dynamodb:BatchGetItem",
                 "dynamodb:PutItem",
                 "dynamodb:UpdateItem",
@@ -59,13 +63,18 @@ def execution_statements(
             ],
             [granted.table_arn, pulumi.Output.concat(granted.table_arn, "/index/*")],
         ),
-        # Sessions are never deleted by the function (TTL expires them); the
-        # only deletes are of the router's shared circuit-breaker items.
+        # Sessions are never deleted by the function (TTL expires them); the only
+        # deletes are of the router's circuit items and of an idempotency claim
+        # released after a failed generation.
         policies.statement(
-            "ResetProviderCircuits",
+            "DeleteCircuitsAndReleasedClaims",
             ["dynamodb:DeleteItem"],
             [granted.table_arn],
-            {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{CIRCUIT_KEY_PREFIX}*"]}},
+            {
+                "ForAllValues:StringLike": {
+                    "dynamodb:LeadingKeys": [f"{CIRCUIT_KEY_PREFIX}*", f"{IDEMPOTENCY_KEY_PREFIX}*"]
+                }
+            },
         ),
         policies.statement(
             "UseKeyThroughServices",

@@ -44,8 +44,8 @@ EVENT_BUS = NameRule("EventBridge event bus", 256, r"[A-Za-z0-9/._-]")
 EVENT_RULE = NameRule("EventBridge rule", 64, r"[A-Za-z0-9._-]")
 KMS_ALIAS = NameRule("KMS alias", 250, r"[A-Za-z0-9/_-]")
 REST_API = NameRule("API Gateway REST API", 1024, r"[^\s]")
-USAGE_PLAN = NameRule("API Gateway usage plan", 1024, r"[^\s]")
 SECRET = NameRule("Secrets Manager secret", 512, r"[A-Za-z0-9/_+=.@-]")
+USER_POOL = NameRule("Cognito user pool", 128, r"[A-Za-z0-9_\s+=,.@-]")
 # Log group names allow 512 characters; the Lambda's group is /aws/lambda/<function>.
 LOG_GROUP = NameRule("CloudWatch log group", 512, r"[A-Za-z0-9_./#-]")
 
@@ -59,8 +59,8 @@ PHYSICAL_NAMES: dict[str, NameRule] = {
     "events": EVENT_BUS,
     "story-requests": EVENT_RULE,
     "api": REST_API,
-    "api-usage-plan": USAGE_PLAN,
     "apigateway-cloudwatch": IAM_ROLE,
+    "readers": USER_POOL,
 }
 # Secrets are named as paths, ``<project>/<stack>/<purpose>``.
 SECRET_NAMES = ("openai-api-key", "anthropic-api-key")

@@ -219,6 +219,15 @@ def _computed_attributes(
             "regionalDomainName": f"d-{short_id}.execute-api.{region}.amazonaws.com",
             "regionalZoneId": "Z1UJRXOUMOOFQ8",
         }
+    if type_ == "aws:cognito/userPool:UserPool":
+        pool_id = f"{region}_{digest[:9]}"
+        return {
+            "id": pool_id,
+            "arn": f"arn:aws:cognito-idp:{region}:{account}:userpool/{pool_id}",
+            "endpoint": f"cognito-idp.{region}.amazonaws.com/{pool_id}",
+        }
+    if type_ == "aws:cognito/userPoolClient:UserPoolClient":
+        return {"id": digest[:26]}
     if type_ == "aws:cloudwatch/eventBus:EventBus":
         return {"id": name, "arn": prefix.format("events") + f"event-bus/{name}"}
     if type_ == "aws:cloudwatch/eventRule:EventRule":

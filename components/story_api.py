@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,9 @@ class StoryApiArgs:
 
     ``alias_invoke_arn`` is the Lambda alias API Gateway proxies to;
     ``function_name`` and ``alias_name`` scope the invoke permission to it.
+    ``user_pool_arns`` are the Cognito user pools whose ID tokens the story
+    routes accept (``GET /health`` stays open); ``cors_allowed_origins`` the web
+    origins browsers may call the API from (none: no CORS).
     ``manage_account_log_role`` sets this region's API Gateway account-wide
     CloudWatch role, which stage logging needs: exactly one stack per account
     and region owns it (the others log through it); it is retained when that
@@ -66,6 +70,8 @@ class StoryApiArgs:
     stage_name: str
     throttle_rate_limit: float
     throttle_burst_limit: int
+    user_pool_arns: Sequence[pulumi.Input[str]]
+    cors_allowed_origins: Sequence[str] = ()
     log_retention_days: int = 30
     manage_account_log_role: bool = False
     custom_domain: CustomDomain | None = None
@@ -75,10 +81,14 @@ class StoryApiArgs:
 class StoryApi(pulumi.ComponentResource):
     """A regional REST API built from the story API's OpenAPI document.
 
-    Every operation is a Lambda proxy to the generator alias, with request
-    validation; the stage has throttling, JSON access logs and execution logs
-    (errors only, no bodies) in log groups with retention, X-Ray tracing and a
-    usage plan. A change to the API definition deploys a new deployment.
+    Every operation is a Lambda proxy to the generator alias, every story route
+    behind a Cognito authorizer, with CORS preflights and other methods answered
+    by API Gateway; the stage has throttling, JSON access logs and execution logs
+    (errors only, no bodies) in log groups with retention and X-Ray tracing. There
+    is no usage plan: it would throttle only requests carrying an API key, and a
+    key in a browser is no secret; readers are limited by identity (the
+    generator's reader budget) and the stage's throttle. A change to the API
+    definition deploys a new deployment.
 
     Outputs:
         rest_api_id, execution_arn: the API.
@@ -103,8 +113,17 @@ class StoryApi(pulumi.ComponentResource):
         naming = args.naming
         api_name = naming.physical("api")
         spec = yaml.safe_load(args.openapi_path.read_text())
-        body = pulumi.Output.from_input(args.alias_invoke_arn).apply(
-            lambda arn: json.dumps(api_definition(spec, arn, api_name), sort_keys=True)
+        body = pulumi.Output.all(args.alias_invoke_arn, *args.user_pool_arns).apply(
+            lambda values: json.dumps(
+                api_definition(
+                    spec,
+                    values[0],
+                    api_name,
+                    user_pool_arns=values[1:],
+                    cors_allowed_origins=args.cors_allowed_origins,
+                ),
+                sort_keys=True,
+            )
         )
 
         api = aws.apigateway.RestApi(
@@ -176,19 +195,6 @@ class StoryApi(pulumi.ComponentResource):
                 throttling_rate_limit=args.throttle_rate_limit,
                 throttling_burst_limit=args.throttle_burst_limit,
             ),
-            opts=child,
-        )
-        aws.apigateway.UsagePlan(
-            f"{name}-usage-plan",
-            name=naming.physical("api-usage-plan"),
-            description="Default throttling of the story API stage",
-            api_stages=[
-                aws.apigateway.UsagePlanApiStageArgs(api_id=api.id, stage=stage.stage_name)
-            ],
-            throttle_settings=aws.apigateway.UsagePlanThrottleSettingsArgs(
-                rate_limit=args.throttle_rate_limit, burst_limit=args.throttle_burst_limit
-            ),
-            tags=naming.tags,
             opts=child,
         )
         aws.lambda_.Permission(

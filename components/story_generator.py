@@ -55,6 +55,8 @@ class StoryGeneratorArgs:
     ``AI_ROUTER_CONFIG``. The function gets its own event bus, encrypted with
     ``key_arn``, unless ``event_bus_name`` names an existing custom bus (never
     the account's ``default`` bus, which every stack in the account shares).
+    ``cors_allowed_origins`` are the web origins whose browsers may read its
+    answers (the same list as the API's).
     """
 
     naming: Naming
@@ -72,6 +74,7 @@ class StoryGeneratorArgs:
     powertools_layer_version: int = 36
     secret_recovery_window_days: int = 30
     event_bus_name: str | None = None
+    cors_allowed_origins: Sequence[str] = ()
     vpc: VpcPlacement | None = None
     code_dir: Path = LAMBDAS_DIR / "story_generator"
 
@@ -345,6 +348,7 @@ class StoryGenerator(pulumi.ComponentResource):
                     log_level=args.log_level,
                     ai=args.ai,
                     secret_arns=secret_arns,
+                    cors_allowed_origins=args.cors_allowed_origins,
                 )
             ),
             vpc_config=(

@@ -8,6 +8,9 @@ OPENAI_API_KEY / ANTHROPIC_API_KEY (Bedrock uses the usual AWS credentials).
 
 Environment (besides the Lambda's own settings):
 - `PORT`: the port on 127.0.0.1 (default 8787; 0 picks a free one).
+- `CORS_ALLOWED_ORIGINS` (the Lambda's too): a JSON list of the web origins
+  browsers may call from; unset, `DEV_CORS_ORIGINS`, the usual local web dev
+  servers (`http://localhost:5173`, `http://127.0.0.1:5173`); `[]` turns CORS off.
 - `DEV_LOG_LEVEL`: DEBUG, INFO, WARNING (default), ERROR or CRITICAL: the level
   of the Lambda's structured JSON logs (it becomes POWERTOOLS_LOG_LEVEL).
 - `DEV_METRICS=1`: also show the EMF metric documents the Lambda writes to
@@ -18,7 +21,19 @@ whatever the Lambda logs at DEV_LOG_LEVEL and up.
 
 Each HTTP request becomes an API Gateway REST proxy event and the handler's
 result becomes the HTTP response, as deployed:
-- Every method reaches the handler, which answers 405 or 404 itself.
+- Readers are identified as the Cognito authorizer identifies them, except that
+  the token is `Authorization: Bearer dev:<reader-id>` (a reader id like a
+  Cognito `sub`: 1 to 128 characters of `A-Z a-z 0-9 . _ @ : + -`, the first a
+  letter or digit): on every operation openapi.yaml secures (all but `GET
+  /health`) the event gets `requestContext.authorizer.claims` with that `sub`,
+  and a request without such a token gets API Gateway's UNAUTHORIZED answer
+  (401) without reaching the handler. Only `make dev` reads these tokens: the
+  deployed API's authorizer refuses them, and the Lambda trusts nothing but its
+  claims.
+- OPTIONS on a path of the document is the CORS preflight, answered here (204,
+  `cors.preflight_headers`) as API Gateway's mock answers it, without the
+  handler; API Gateway's own answers carry the CORS headers of an actual response.
+- Every other method reaches the handler, which answers 405 or 404 itself.
 - API Gateway's own answers come from openapi.yaml's
   `x-amazon-apigateway-gateway-responses`: REQUEST_TOO_LARGE (413) for a body
   over 10 MB, INTEGRATION_TIMEOUT (504) when the handler has not answered within
@@ -30,8 +45,14 @@ result becomes the HTTP response, as deployed:
   it, each within its own 29 s, and one whose 29 s run out while waiting gets
   its 504 without reaching the handler.
 - Not API Gateway's: 411 `length_required` for a POST, PUT or PATCH without a
-  Content-Length or a chunked body, and for an invalid Content-Length; and
-  http.server's refusals of malformed requests in DEFAULT_4XX/5XX's shape.
+  Content-Length or a chunked body, and for an invalid Content-Length; 408 (in
+  DEFAULT_4XX's shape, `gateway_refused`) for a client that sends part of a
+  request, headers or body, then nothing for `READ_TIMEOUT_S` (its connection is
+  closed and its thread freed; an idle kept-alive connection is closed silently
+  after as long); and http.server's refusals of malformed requests in
+  DEFAULT_4XX/5XX's shape.
+- Up to `LISTEN_BACKLOG` connections wait to be accepted, so that a burst of
+  clients (a browser, a load test, a fuzzer) is queued rather than reset.
 """
 
 from __future__ import annotations
@@ -40,6 +61,7 @@ import base64
 import binascii
 import contextlib
 import errno
+import http.client
 import io
 import json
 import math
@@ -51,16 +73,17 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO, cast
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import yaml
 
+from .story_generator.cors import preflight_headers, response_headers
 from .story_generator.settings import ConfigurationError, Settings, load_settings
 
 HOST = "127.0.0.1"
@@ -71,6 +94,16 @@ MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
 # API Gateway stops waiting for the Lambda after 29 s.
 INTEGRATION_TIMEOUT_S = 29.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# A client that sends nothing for this long, mid-request or between kept-alive
+# requests, loses its connection, and its thread is freed.
+READ_TIMEOUT_S = 30.0
+# Connections the kernel holds until the server accepts them: socketserver's 5
+# drops or resets a burst of concurrent clients.
+LISTEN_BACKLOG = 128
+# Vite's (the usual local web dev server's) origins, allowed when CORS_ALLOWED_ORIGINS is unset.
+DEV_CORS_ORIGINS = ("http://localhost:5173", "http://127.0.0.1:5173")
+# `Authorization: Bearer dev:<reader-id>`, the reader id as story.READER_ID_SCHEMA has it.
+DEV_TOKEN = re.compile(r"(?i:bearer) dev:([A-Za-z0-9][A-Za-z0-9._@:+-]{0,127})")
 
 LambdaHandler = Callable[[Mapping[str, Any], Any], Mapping[str, Any]]
 _Outcome = Mapping[str, Any] | Exception | None  # of a handler call
@@ -93,11 +126,24 @@ _EMF_PREFIX = '{"_aws":'
 
 
 def local_settings(environ: Mapping[str, str]) -> Settings:
-    """The settings of `environ` with embedded storage and without events."""
+    """The settings of `environ` with embedded storage, without events, and with the
+    local web dev origins allowed when `CORS_ALLOWED_ORIGINS` is unset."""
     local = {name: value for name, value in environ.items() if name != "SESSION_TABLE_NAME"}
     local["EVENTS_ENABLED"] = "false"
     local.setdefault("ENVIRONMENT", "local")
+    local.setdefault("CORS_ALLOWED_ORIGINS", json.dumps(DEV_CORS_ORIGINS))
     return load_settings(local)
+
+
+def dev_claims(authorization: str | None) -> dict[str, str] | None:
+    """The Cognito claims `make dev` gives a `Bearer dev:<reader-id>` token; None for any
+    other Authorization header value (or none)."""
+    match = DEV_TOKEN.fullmatch((authorization or "").strip())
+    if match is None:
+        return None
+    reader = match.group(1)
+    # As API Gateway passes an ID token's claims: strings only.
+    return {"sub": reader, "cognito:username": reader, "token_use": "id", "iss": "make-dev"}
 
 
 @dataclass
@@ -124,11 +170,14 @@ def proxy_event(
     headers: Iterable[tuple[str, str]],
     body: bytes,
     source_ip: str = "127.0.0.1",
+    claims: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The API Gateway REST proxy event of an HTTP request (`target`: path and query)."""
-    url = urlsplit(target)
-    path = url.path or "/"  # REST APIs pass the path still percent-encoded
-    query = parse_qs(url.query, keep_blank_values=True)
+    """The API Gateway REST proxy event of an HTTP request (`target`: path and query).
+
+    `claims` are the Cognito authorizer's, on an operation behind it.
+    """
+    path, query_string = split_target(target)
+    query = parse_qs(query_string, keep_blank_values=True)
     multi_headers: dict[str, list[str]] = {}
     for name, value in headers:
         multi_headers.setdefault(name, []).append(value)
@@ -137,6 +186,17 @@ def proxy_event(
     except UnicodeDecodeError:
         text, encoded = base64.b64encode(body).decode(), True
     request_id = str(uuid.uuid4())
+    request_context: dict[str, Any] = {
+        "requestId": request_id,
+        "stage": "local",
+        "httpMethod": method,
+        "path": path,
+        "resourcePath": path,
+        "requestTimeEpoch": int(time.time() * 1000),
+        "identity": {"sourceIp": source_ip},
+    }
+    if claims is not None:
+        request_context["authorizer"] = {"claims": dict(claims)}
     return {
         "resource": path,
         "path": path,
@@ -149,16 +209,19 @@ def proxy_event(
         "stageVariables": None,
         "body": text if body else None,
         "isBase64Encoded": encoded,
-        "requestContext": {
-            "requestId": request_id,
-            "stage": "local",
-            "httpMethod": method,
-            "path": path,
-            "resourcePath": path,
-            "requestTimeEpoch": int(time.time() * 1000),
-            "identity": {"sourceIp": source_ip},
-        },
+        "requestContext": request_context,
     }
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """The path (still percent-encoded, as REST APIs pass it; `/` when empty) and the
+    query string of a request target.
+
+    Split at the first `?`, not parsed as a URL: `//x/y` is a path, not a host
+    `x`, and `//[` is a path, not a malformed IPv6 address.
+    """
+    path, _, query = target.partition("#")[0].partition("?")
+    return path or "/", query
 
 
 class Reply(NamedTuple):
@@ -200,7 +263,10 @@ def proxy_reply(result: object) -> Reply:
     if not isinstance(body, str):
         raise ProxyResultError(f"body is a {type(body).__name__}, not a string")
     if not result.get("isBase64Encoded"):
-        return Reply(status, headers, body.encode())
+        try:
+            return Reply(status, headers, body.encode("utf-8"))
+        except UnicodeEncodeError as error:  # a lone surrogate: API Gateway cannot send it
+            raise ProxyResultError(f"body is not Unicode text ({error.reason})") from None
     try:
         return Reply(status, headers, base64.b64decode(body, validate=True))
     except binascii.Error:
@@ -233,7 +299,11 @@ class GatewayResponses:
     @classmethod
     def load(cls, path: Path = OPENAPI_PATH) -> GatewayResponses:
         """The section of the OpenAPI document at `path` (ValueError when it is missing)."""
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return cls.of(_document(path), path)
+
+    @classmethod
+    def of(cls, document: object, path: Path = OPENAPI_PATH) -> GatewayResponses:
+        """The section of `document`, read from `path` (ValueError when it is missing)."""
         section = document.get(cls.SECTION) if isinstance(document, dict) else None
         if not isinstance(section, dict):
             raise ValueError(f"{path} has no {cls.SECTION} section")
@@ -253,6 +323,59 @@ class GatewayResponses:
         # API Gateway substitutes the message as a JSON string, quotes included.
         body = response.template.replace("$context.error.messageString", json.dumps(message))
         return Reply(response.status or status, list(response.headers), body.encode())
+
+
+class Operations:
+    """The document's paths: the methods each declares, and whether each needs a reader.
+
+    An operation needs a reader when its `security` (or, without one, the
+    document's) is not empty: API Gateway puts those behind the Cognito authorizer.
+    Templates match as API Gateway's do, segment by segment, `{name}` taking any
+    non-empty segment.
+    """
+
+    def __init__(self, paths: Mapping[str, Mapping[str, bool]]) -> None:
+        self._paths = [(_segments(template), dict(methods)) for template, methods in paths.items()]
+
+    @classmethod
+    def of(cls, document: object) -> Operations:
+        """The operations of an OpenAPI document."""
+        if not isinstance(document, dict) or not isinstance(document.get("paths"), dict):
+            return cls({})
+        default = document.get("security")
+        declared: dict[str, dict[str, bool]] = {}
+        for template, item in document["paths"].items():
+            if not isinstance(item, dict):
+                continue
+            declared[str(template)] = {
+                method.upper(): bool(operation.get("security", default))
+                for method, operation in item.items()
+                if method in _OPENAPI_METHODS and isinstance(operation, dict)
+            }
+        return cls(declared)
+
+    def methods(self, path: str) -> Mapping[str, bool] | None:
+        """The declared methods (each: whether it needs a reader) of the first template
+        `path` matches; None when it matches none."""
+        segments = _segments(path)
+        for template, methods in self._paths:
+            if len(template) == len(segments) and all(
+                part == segment or (part.startswith("{") and part.endswith("}") and segment)
+                for part, segment in zip(template, segments, strict=True)
+            ):
+                return methods
+        return None
+
+
+_OPENAPI_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "trace"})
+
+
+def _segments(path: str) -> list[str]:
+    return path.split("/")[1:] if path not in {"", "/"} else []
+
+
+def _document(path: Path) -> object:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 def _gateway_response(kind: object, entry: object) -> GatewayResponse:
@@ -292,12 +415,15 @@ class DevServer(ThreadingHTTPServer):
     """An HTTP server in front of a Lambda handler of API Gateway proxy events.
 
     `integration_timeout_s` bounds each request's wait for the handler (API
-    Gateway's 29 s); `console` receives one line per request (default: stdout);
-    `gateway` holds API Gateway's own answers (default: openapi.yaml's). Binds
-    `address` on construction.
+    Gateway's 29 s); `read_timeout_s` how long a client may send nothing before
+    its connection is closed; `console` receives one line per request (default:
+    stdout); `gateway` holds API Gateway's own answers and `operations` the
+    document's paths (default: openapi.yaml's); `cors_allowed_origins` are the
+    origins browsers may call from. Binds `address` on construction.
     """
 
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(
         self,
@@ -305,13 +431,20 @@ class DevServer(ThreadingHTTPServer):
         handler: LambdaHandler,
         *,
         integration_timeout_s: float = INTEGRATION_TIMEOUT_S,
+        read_timeout_s: float = READ_TIMEOUT_S,
         console: Callable[[str], None] | None = None,
         gateway: GatewayResponses | None = None,
+        operations: Operations | None = None,
+        cors_allowed_origins: Sequence[str] = DEV_CORS_ORIGINS,
     ) -> None:
         self.handler = handler
         self.integration_timeout_s = integration_timeout_s
+        self.read_timeout_s = read_timeout_s
         self.console = console or _print_line
-        self.gateway = gateway or GatewayResponses.load()
+        document = _document(OPENAPI_PATH) if gateway is None or operations is None else None
+        self.gateway = gateway or GatewayResponses.of(document)
+        self.operations = operations or Operations.of(document)
+        self.cors_allowed_origins = tuple(cors_allowed_origins)
         self._calls = threading.Lock()  # held while a handler call runs
         self._watchdog = _Watchdog(integration_timeout_s)  # stopped by server_close
         super().__init__(address, _ProxyRequestHandler)
@@ -354,6 +487,10 @@ class DevServer(ThreadingHTTPServer):
             return False
         self._calls.release()
         return True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """An exception a request raised past its handler: its traceback, on the console."""
+        self.console(f"{client_address}: the dev server failed\n{traceback.format_exc().rstrip()}")
 
     def server_close(self) -> None:
         """Close the socket and stop the integration timeout's thread."""
@@ -438,12 +575,19 @@ class _ProxyRequestHandler(BaseHTTPRequestHandler):
     _note: str
     _expect_100: bool
 
+    def setup(self) -> None:
+        super().setup()
+        # Every read and write of the connection: a client that stalls frees its thread.
+        self.connection.settimeout(self.server.read_timeout_s)
+
     def handle_one_request(self) -> None:
         # As BaseHTTPRequestHandler's, except that every method goes to the handler:
         # http.server only dispatches methods with a do_<METHOD> attribute (and
         # answers the others 501 in HTML); API Gateway passes them all on.
         self._status, self._logged, self._note, self._expect_100 = None, False, "", False
         self.raw_requestline, self.requestline, self.command = b"", "", ""
+        # Not the previous request's, should this one end before its headers are read.
+        self.headers = http.client.HTTPMessage()
         try:
             self.raw_requestline = self.rfile.readline(_MAX_LINE + 1)
             self._started = time.perf_counter()
@@ -458,6 +602,12 @@ class _ProxyRequestHandler(BaseHTTPRequestHandler):
             if self.raw_requestline:  # else it was an idle kept-alive connection
                 self._note = "the client left"
                 self._log_request()
+        except TimeoutError:
+            self.close_connection = True
+            # Idle between requests: closed without a word, as a kept-alive connection is.
+            # Mid-request (a line, the headers or the body came short), with a 408.
+            if self.raw_requestline and self._status is None:
+                self._stalled()
 
     def handle_expect_100(self) -> bool:
         # Deferred until the body is known to be accepted: a client told 413 or
@@ -468,7 +618,8 @@ class _ProxyRequestHandler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # http.server's refusals of malformed requests, in the shape API Gateway
         # gives its own (DEFAULT_4XX, DEFAULT_5XX) rather than http.server's HTML.
-        self._send(self.server.gateway.answer(None, code, message or _phrase(code)), refused=True)
+        reply = self.server.gateway.answer(None, code, message or _phrase(code))
+        self._send(reply, refused=True, own=True)
 
     def log_message(self, format: str, *args: Any) -> None:
         self.server.console(format % args)
@@ -488,16 +639,23 @@ class _ProxyRequestHandler(BaseHTTPRequestHandler):
         self.server.console(f"{label} -> {answer} in {elapsed_ms:.1f} ms{note}")
 
     def _proxy(self) -> None:
+        methods = self.server.operations.methods(split_target(self.path)[0])
         try:
+            # The authorizer answers before the body is read, as API Gateway's does.
+            claims = self._claims(methods)
             body = self._read_body()
         except _RefusedError as refused:
-            self._send(refused.reply, refused=True)
+            self._send(refused.reply, refused=True, own=True)
+            return
+        if methods is not None and self.command == "OPTIONS":
+            self._send(self._preflight(methods))
             return
         event = proxy_event(
-            self.command, self.path, self.headers.items(), body, self.client_address[0]
+            self.command, self.path, self.headers.items(), body, self.client_address[0], claims
         )
         request_id: str = event["requestContext"]["requestId"]
         gateway = self.server.gateway
+        own = True  # the answer is API Gateway's, not the handler's
         try:
             result = self.server.invoke(event, lambda: self._time_out(request_id))
         except IntegrationTimeoutError:
@@ -512,11 +670,41 @@ class _ProxyRequestHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             try:
-                reply = proxy_reply(result)
+                reply, own = proxy_reply(result), False
             except ProxyResultError as error:
                 self._note = f"not a proxy result: {error}"
                 reply = gateway.answer(None, 502, "Internal server error")
-        self._send(reply, request_id)
+        self._send(reply, request_id, own=own)
+
+    def _claims(self, methods: Mapping[str, bool] | None) -> dict[str, str] | None:
+        """The authorizer's claims when the operation needs a reader, or a 401 refusal."""
+        if methods is None or self.command == "OPTIONS" or not methods.get(self.command):
+            return None
+        values = self.headers.get_all("Authorization") or []
+        claims = dev_claims(values[0]) if len(values) == 1 else None
+        if claims is None:
+            self._note = "no reader: send Authorization: Bearer dev:<reader-id>"
+            raise _RefusedError(self.server.gateway.answer("UNAUTHORIZED", 401, "Unauthorized"))
+        return claims
+
+    def _preflight(self, methods: Mapping[str, bool]) -> Reply:
+        """The CORS preflight of a path serving `methods`, as API Gateway's mock answers it."""
+        origin = self.headers.get("Origin")
+        headers = preflight_headers(origin, self.server.cors_allowed_origins, list(methods))
+        return Reply(204, list(headers.items()), b"")
+
+    def _stalled(self) -> None:
+        """Answer a request whose client stopped sending, and let the connection go."""
+        timeout_s = self.server.read_timeout_s
+        self._note = f"the client sent nothing for {timeout_s:g} s"
+        reply = self.server.gateway.answer(
+            None, 408, f"Request Timeout: nothing received for {timeout_s:g} s; send it whole"
+        )
+        try:
+            self._send(reply, own=True)
+            self.connection.shutdown(socket.SHUT_WR)
+        except OSError:  # the client has left, or does not read either
+            pass
 
     def _time_out(self, request_id: str) -> None:
         """Answer 504 while the handler still runs (on the watchdog's thread)."""
@@ -525,7 +713,7 @@ class _ProxyRequestHandler(BaseHTTPRequestHandler):
         self._note = "timed out; the handler runs on and later requests wait for it"
         reply = self.server.gateway.answer("INTEGRATION_TIMEOUT", 504, "Endpoint request timed out")
         try:
-            self._send(reply, request_id)
+            self._send(reply, request_id, own=True)
             self.connection.shutdown(socket.SHUT_WR)
         except OSError:  # the client has left
             pass
@@ -600,9 +788,24 @@ class _ProxyRequestHandler(BaseHTTPRequestHandler):
     def _gateway_refusal(self, status: int, message: str) -> _RefusedError:
         return _RefusedError(self.server.gateway.answer(None, status, message))
 
-    def _send(self, reply: Reply, request_id: str | None = None, *, refused: bool = False) -> None:
-        """Write `reply` in one piece; a refused request's connection ends after it."""
+    def _send(
+        self,
+        reply: Reply,
+        request_id: str | None = None,
+        *,
+        refused: bool = False,
+        own: bool = False,
+    ) -> None:
+        """Write `reply` in one piece; a refused request's connection ends after it.
+
+        `own`: the dev server's answer in API Gateway's place, which gets the CORS
+        headers API Gateway adds to its own answers (the handler adds its own).
+        """
         status, headers, body = reply
+        if own:
+            present = {name.lower() for name, _ in headers}
+            cors = response_headers(self.headers.get("Origin"), self.server.cors_allowed_origins)
+            headers = headers + [(n, v) for n, v in cors.items() if n.lower() not in present]
         close = refused or self.close_connection
         if status in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):
             body = b""
@@ -756,18 +959,22 @@ def main() -> None:
     from .story_generator.handler import build_handler
 
     try:
-        handler = build_handler(local_settings(os.environ))
+        settings = local_settings(os.environ)
+        handler = build_handler(settings)
     except ConfigurationError as error:
         sys.exit(f"Configuration error: {error}")
     try:
-        server = DevServer((HOST, options.port), handler)
+        server = DevServer(
+            (HOST, options.port), handler, cors_allowed_origins=settings.cors_allowed_origins
+        )
     except OSError as error:
         sys.exit(_listen_error(options.port, error))
     shown = "shown" if options.metrics else "hidden (DEV_METRICS=1 shows them)"
     with _console_stdout(metrics=options.metrics):
         print(
             f"Story API on http://{HOST}:{server.server_port} (Ctrl-C to stop); Lambda logs "
-            f"at {options.log_level} and up (DEV_LOG_LEVEL), EMF metrics {shown}",
+            f"at {options.log_level} and up (DEV_LOG_LEVEL), EMF metrics {shown}; "
+            "readers send Authorization: Bearer dev:<reader-id>",
             flush=True,
         )
         try:

@@ -2,9 +2,13 @@
 
 A provider's circuit opens after `circuit_failure_threshold` consecutive
 failures (at once, for `misconfigured_cooldown_s`, after a misconfiguration);
-while open the router skips the provider. Once the cool-down is over the circuit
+while open the router skips the provider. Only the provider's own failures count
+(`COUNTED`: unhealthy or misconfigured, see `providers.base.FailureCategory`): a
+circuit is shared by every reader, so no failure that a request can provoke, nor
+a bug of our client, may move it. Once the cool-down is over the circuit
 is half-open: exactly one call, across all containers, probes the provider; its
-success closes the circuit, its failure opens it again.
+success closes the circuit, its failure opens it again, and a probe that tells
+nothing (the request's own failure) is given back for the next call to take.
 
 The state lives in a `CircuitStore`: the session table for the Lambda (items
 `session_id = "circuit#<name>"`, `timestamp = 0`, with an `expires_at` TTL), or
@@ -44,6 +48,7 @@ before it tries the store again (writes queued meanwhile are not sent).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter, deque
@@ -68,6 +73,8 @@ T = TypeVar("T")
 # How long a circuit item outlives its last write: long enough to keep counting
 # consecutive failures, short enough that the table does not collect stale items.
 _RECORD_TTL_S = 86_400.0
+# The failure categories that count towards a circuit: the provider's side only.
+COUNTED = frozenset({FailureCategory.UNHEALTHY, FailureCategory.MISCONFIGURED})
 
 
 class CircuitState(StrEnum):
@@ -117,6 +124,10 @@ class CircuitStore(Protocol):
         """Take the single half-open probe until `until`; False when it is not free."""
         ...
 
+    def release_probe(self, name: str, until: float) -> None:
+        """Free the probe taken until `until`, if it is still that one."""
+        ...
+
 
 class MemoryCircuitStore:
     """Circuit records in this process only (local runs and tests)."""
@@ -160,6 +171,13 @@ class MemoryCircuitStore:
                 return False
             self._records[name] = replace(record, probe_until=until)
             return True
+
+    def release_probe(self, name: str, until: float) -> None:
+        """Free the probe taken until `until`, if it is still that one."""
+        with self._lock:
+            record = self._records.get(name)
+            if record is not None and record.probe_until == until:
+                self._records[name] = replace(record, probe_until=0.0)
 
 
 class DynamoDBCircuitStore:
@@ -251,6 +269,19 @@ class DynamoDBCircuitStore:
         except client.exceptions.ConditionalCheckFailedException:
             return False
         return True
+
+    def release_probe(self, name: str, until: float) -> None:
+        """A conditional write: only the probe claimed until `until` is freed."""
+        client = self._dynamodb()
+        # Failed, the condition means another probe, a failure or a reset came since.
+        with contextlib.suppress(client.exceptions.ConditionalCheckFailedException):
+            client.update_item(
+                TableName=self._table,
+                Key=self._key(name),
+                UpdateExpression="SET probe_until = :zero",
+                ConditionExpression="probe_until = :until",
+                ExpressionAttributeValues={":until": {"N": repr(until)}, ":zero": {"N": "0"}},
+            )
 
 
 def _record(item: Mapping[str, AttributeValueTypeDef]) -> CircuitRecord:
@@ -379,8 +410,29 @@ class CircuitBreaker:
                 logger.info("circuit closed", extra={"provider": name})
             self._write(name, lambda: self._store_call(lambda store: store.reset(name)))
 
+    def release_probe(self, name: str) -> None:
+        """Give back the half-open probe of `name` that this container holds, if any.
+
+        For a probe whose outcome says nothing of the provider (the request's own
+        failure): the next call probes at once, rather than after the probe lapses.
+        """
+        with self._lock:
+            record = self._records.get(name, CircuitRecord())
+            until = record.probe_until
+            if not record.open_until or until <= self._clock():
+                return
+            self._records[name] = replace(record, probe_until=0.0)
+            self._write(
+                name, lambda: self._store_call(lambda store: store.release_probe(name, until))
+            )
+
     def record_failure(self, name: str, kind: FailureKind) -> None:
-        """Count a failure of `name` here at once, and in the store in the background."""
+        """Count a failure of `name` here at once, and in the store in the background.
+
+        A failure outside `COUNTED` (the request's, our client's, a skip) is ignored.
+        """
+        if kind.category not in COUNTED:
+            return
         with self._lock:
             now = self._clock()
             record = self._records.get(name, CircuitRecord())

@@ -80,6 +80,13 @@ class BadRequest(ApiError):  # noqa: N818 (named after the HTTP status)
     status = 400
 
 
+class Unauthorized(_SingleCodeError):  # noqa: N818 (named after the HTTP status)
+    """401: the request carries no verified reader identity (the authorizer's `sub` claim)."""
+
+    status = 401
+    default_code = "unauthorized"
+
+
 class NotFound(ApiError):  # noqa: N818 (named after the HTTP status)
     """404: the session (or route) does not exist."""
 
@@ -146,3 +153,22 @@ class NoProviderAvailable(_SingleCodeError):  # noqa: N818 (named after the HTTP
         super().__init__(
             message, details={"providers": dict(self.failures)}, retry_after_s=retry_after_s
         )
+
+
+class GenerationBudgetExceeded(_SingleCodeError):  # noqa: N818 (named after what ran out)
+    """429: this reader has caused as many generations as its budget allows for now.
+
+    `retry_after_s` is the time until the exceeded window (a minute, a day) ends.
+    """
+
+    status = 429
+    default_code = "generation_budget_exceeded"
+
+    def __init__(
+        self,
+        retry_after_s: float,
+        message: str = "You have asked for too many beats for now; retry after Retry-After.",
+        *,
+        details: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__(message, details=details, retry_after_s=retry_after_s)

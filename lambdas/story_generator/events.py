@@ -8,6 +8,10 @@ The stack's rule sends all four story detail-types to this function, so it must
 never feed itself: it only acts on `Story Generation Requested` from
 `liminal-transit`, ignores everything else, and never publishes that detail-type
 (`PublishedDetailType` cannot name it).
+
+Requests come from producers allowed to put events on the stack's own bus, not
+from readers: a start names the reader it is for (`reader_id`, validated like a
+token's `sub`), and a choice acts for the reader of its session.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from .sessions import SESSION_ID_PATTERN, Session
 from .story import (
     CHOICE_SCHEMA,
     IDEMPOTENCY_KEY_SCHEMA,
+    READER_ID_SCHEMA,
     START_STORY_SCHEMA,
     ChoiceRequest,
     StartStory,
@@ -147,10 +152,11 @@ START_DETAIL_SCHEMA: Mapping[str, Any] = {
     "type": "object",
     "properties": {
         "action": _ACTION,
+        "reader_id": READER_ID_SCHEMA,
         **START_STORY_SCHEMA["properties"],
         "idempotency_key": IDEMPOTENCY_KEY_SCHEMA,
     },
-    "required": ["action", *START_STORY_SCHEMA["required"]],
+    "required": ["action", "reader_id", *START_STORY_SCHEMA["required"]],
     "additionalProperties": False,
 }
 CHOOSE_DETAIL_SCHEMA: Mapping[str, Any] = {
@@ -168,9 +174,10 @@ CHOOSE_DETAIL_SCHEMA: Mapping[str, Any] = {
 def handle_event(service: StoryService, event: Mapping[str, Any]) -> dict[str, object]:
     """Act on a `Story Generation Requested` event; ignore every other event.
 
-    `detail` is `{"action": "start", <POST /stories body>, "idempotency_key"?}` or
-    `{"action": "choose", "session_id", "beat", "choice"}`. A start without an
-    `idempotency_key` uses the event id, so a redelivered event starts no second story.
+    `detail` is `{"action": "start", "reader_id", <POST /stories body>,
+    "idempotency_key"?}` or `{"action": "choose", "session_id", "beat", "choice"}`. A
+    start without an `idempotency_key` uses the event id (as the reader's key), so a
+    redelivered event starts no second story.
     A request that cannot succeed (a 4xx) is logged and dropped; a server-side failure,
     such as a provider outage, is raised so that Lambda retries the event and, in the
     end, sends it to the dead-letter queue.
@@ -186,12 +193,12 @@ def handle_event(service: StoryService, event: Mapping[str, Any]) -> dict[str, o
         assert isinstance(detail, dict)  # the schema says so
         if choose:
             choice = ChoiceRequest(beat=detail["beat"], choice=detail["choice"])
-            beat = service.choose(detail["session_id"], choice)
+            beat = service.choose(detail["session_id"], choice, reader=None)
             return {"status": "ok", "session_id": detail["session_id"], "beat": beat.index}
         fields = {name: detail[name] for name in START_STORY_SCHEMA["properties"] if name in detail}
         event_id = event.get("id")
         key = detail.get("idempotency_key") or (event_id if isinstance(event_id, str) else None)
-        session = service.start(StartStory(**fields), key)
+        session = service.start(detail["reader_id"], StartStory(**fields), key)
         return {"status": "ok", "session_id": session.session_id, "beat": 0}
     except ApiError as error:
         if error.status >= 500:

@@ -1,9 +1,10 @@
 """The Lambda entry point: API Gateway proxy events go to the API, EventBridge events
 to `events.handle_event`; nothing else happens here.
 
-The configuration, the AWS clients, the router and the API are built once and kept
-for the life of the container (`_container`, the one per-container cache of this
-module): in Lambda's init phase, elsewhere on the first invocation.
+The configuration, the AWS clients, the router, the reader budget and the API are
+built once and kept for the life of the container (`_container`, the one
+per-container cache of this module): in Lambda's init phase, elsewhere on the first
+invocation.
 
 Tracing is Lambda's active tracing (the StoryGenerator component turns it on): X-Ray
 records each invocation's Initialization, Invocation and Overhead segments, and
@@ -25,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 
 from .api import RestApi, create_app
+from .budget import ReaderBudget, build_reader_budget
 from .clients import aws_client
 from .events import EventBridgePublisher, NoEvents, handle_event
 from .router import build_router
 from .sessions import DynamoDBSessionStore, MemorySessionStore, SessionStore
 from .settings import Settings, load_settings
-from .story import BeatGenerator, BeatListener, StoryService
+from .story import LEASE_MARGIN_S, BeatGenerator, BeatListener, StoryService
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -60,11 +62,14 @@ def build_handler(
     *,
     generator: BeatGenerator | None = None,
     listener: BeatListener | None = None,
+    budget: ReaderBudget | None = None,
 ) -> StoryHandler:
-    """Wire the story generator from `settings` (tests may replace the router or listener).
+    """Wire the story generator from `settings` (tests may replace the router, listener
+    or budget).
 
-    Without SESSION_TABLE_NAME the sessions and circuits are kept in memory (local
-    runs); events are published only when EVENTS_ENABLED.
+    Without SESSION_TABLE_NAME the sessions, circuits and reader budgets are kept in
+    memory (local runs); events are published only when EVENTS_ENABLED; readers'
+    generations are counted only with READER_BUDGET.
     """
     router = build_router(settings)
     table = settings.session_table_name
@@ -87,8 +92,17 @@ def build_handler(
             if settings.events_enabled
             else NoEvents()
         )
-    service = StoryService(store, generator or router, listener, settings.session_ttl_days)
-    return StoryHandler(service, create_app(service, router, settings.environment))
+    service = StoryService(
+        store,
+        generator or router,
+        listener,
+        settings.session_ttl_days,
+        budget=budget or build_reader_budget(settings),
+        # A duplicate waits for the first request for as long as it can be generating.
+        lease_s=settings.router.deadline_s + LEASE_MARGIN_S,
+    )
+    app = create_app(service, router, settings.environment, settings.cors_allowed_origins)
+    return StoryHandler(service, app)
 
 
 @functools.cache

@@ -1,15 +1,26 @@
 """Routes each generation across the AI providers, in priority order, within one deadline.
 
-Every failure is classified (`FailureKind.category`):
-- unhealthy (timeout, connection, 408/429/5xx/529, throttling, a malformed, empty
-  or truncated reply): move to the next provider; counts towards its circuit;
-- misconfigured (401/403, unknown model, exhausted quota or spend cap): move to
-  the next provider; its circuit opens for `misconfigured_cooldown_s`;
-- the request does not suit the provider (context window, 400): move to the next
-  provider (for a context window, one with a larger window); no circuit change.
-A prompt that no provider can take fails with 400 (`errors.BadRequest`) at once;
-when every provider fails otherwise, `errors.NoProviderAvailable` (503) names each
-provider's failure and when to retry.
+Every failure is classified (`FailureKind.category`), and only the provider's own
+failures ever touch its circuit, which every reader shares:
+- unhealthy (timeout, connection, 408/429/5xx/529, Bedrock throttling or model not
+  ready, a 200 reply not in the API's format): move to the next provider; counts
+  towards its circuit;
+- misconfigured (401/403, unknown model, exhausted quota or spend cap, a refused
+  parameter): move to the next provider; its circuit opens for
+  `misconfigured_cooldown_s`;
+- caused by the request (context window, the provider's 400 for this prompt, a reply
+  the caller cannot parse, an empty or truncated reply, content filtering, a prompt
+  that cannot be encoded): move to the next provider (for a context window, one with
+  a larger window); never counted, so that no reader's requests, however crafted,
+  can open a circuit for the others. When the model did write a reply (unparsable,
+  empty, truncated, filtered), its generation works: that resets its circuit as a
+  success does. Otherwise a half-open probe spent on the request is given back;
+- a bug of our client (an unexpected exception): move on; no circuit change (a
+  probe is given back).
+A prompt that no provider can take fails with 400 (`errors.BadRequest`) at once, as
+does a request that every provider failed because of the request itself
+(`rejected_by_providers`); when providers failed otherwise,
+`errors.NoProviderAvailable` (503) names each provider's failure and when to retry.
 
 Each attempt runs in a worker thread and gets at most `min(timeout_s, time left)`.
 The router waits for the thread only that long, so the deadline holds even when a
@@ -54,6 +65,7 @@ from typing import Generic, TypeVar
 from aws_lambda_powertools import Logger
 
 from .circuit import (
+    COUNTED,
     CircuitBreaker,
     CircuitState,
     CircuitStore,
@@ -82,8 +94,17 @@ CIRCUIT_FLUSH_S = 0.25
 LATENCY_WINDOW = 100
 LATENCY_MIN_SAMPLES = 20
 HEDGE_QUANTILE = 0.95
-# Failures that say something about the provider's health (not about the request).
-_COUNTED = frozenset({FailureCategory.UNHEALTHY, FailureCategory.MISCONFIGURED})
+# Failures of the request in which the model did write a reply: its generation
+# works, which for its circuit is as good as a success. (A 400 or a context error
+# comes from the API's front door, which may well answer while generation is down.)
+_GENERATED = frozenset(
+    {
+        FailureKind.MALFORMED,
+        FailureKind.EMPTY,
+        FailureKind.TRUNCATED,
+        FailureKind.CONTENT_FILTERED,
+    }
+)
 
 _Outcome = Completion | ProviderError
 
@@ -184,9 +205,19 @@ class Router:
         self._record(attempt, now, completion=completion, failure=error.kind if error else None)
         if error is None:
             self._latencies[name].add(now - attempt.started)
+        self._circuit_outcome(name, error)
+
+    def _circuit_outcome(self, name: str, error: ProviderError | None) -> None:
+        """What an attempt's outcome does to the circuit of provider `name`."""
+        if error is None or error.kind in _GENERATED:
             self.circuit.record_success(name)
-        elif error.kind.category in _COUNTED:
+        elif error.kind.category in COUNTED:
+            # Counted here at once; the store write happens in the background.
             self.circuit.record_failure(name, error.kind)
+        else:
+            # Nothing learnt of the provider: a half-open probe spent on this request is
+            # given back, or a reader sending such requests could keep it taken.
+            self.circuit.release_probe(name)
 
 
 def build_router(
@@ -345,10 +376,13 @@ def _run(
         outcome = provider.complete(request, timeout_s)
     except ProviderError as error:
         outcome = error
+    # Text that cannot be encoded is the request's fault, wherever a client trips on it.
+    except UnicodeError as error:
+        outcome = ProviderError(FailureKind.UNENCODABLE, f"{type(error).__name__}: {error}")
     # A bug in one client must cost that attempt only, never the whole call.
     except Exception as error:
         logger.exception("provider client raised", extra={"provider": provider.settings.name})
-        outcome = ProviderError(FailureKind.MALFORMED, f"{type(error).__name__}: {error}")
+        outcome = ProviderError(FailureKind.CLIENT_ERROR, f"{type(error).__name__}: {error}")
     inbox.put(attempt_id, outcome)
 
 
@@ -500,7 +534,7 @@ class _Call(Generic[T]):
         now = self.now()
         self.router._record(attempt, now, completion=outcome)
         self.router._latencies[settings.name].add(now - attempt.started)
-        self.router.circuit.record_success(settings.name)
+        self.router._circuit_outcome(settings.name, None)
         return value, Generation(
             text=outcome.text,
             provider=settings.name,
@@ -528,9 +562,7 @@ class _Call(Generic[T]):
                 "latency_ms": round((now - attempt.started) * 1000, 1),
             },
         )
-        if error.kind.category in _COUNTED:
-            # Counted here at once; the store write happens in the background.
-            self.router.circuit.record_failure(settings.name, error.kind)
+        self.router._circuit_outcome(settings.name, error)
         if error.kind is FailureKind.CONTEXT_EXCEEDED and settings.context_window:
             self.too_small_window = max(self.too_small_window, settings.context_window)
         if self._may_retry(attempt.provider, error):
@@ -566,7 +598,8 @@ class _Call(Generic[T]):
             if all(kind is FailureKind.CONTEXT_EXCEEDED for kind in self.failures.values()):
                 return self._prompt_too_large()
             return BadRequest(
-                "Every AI provider rejected this request as invalid; change the input.",
+                "Every AI provider refused this request, or answered it with nothing usable; "
+                "change the input (the premise, usually).",
                 code="rejected_by_providers",
                 details={"providers": {name: kind.value for name, kind in self.failures.items()}},
             )

@@ -3,6 +3,11 @@
 `load_settings(os.environ)` returns a frozen `Settings` or raises
 `ConfigurationError` with a message that names the variable (and, inside the JSON
 variables, the entry and the field), the bad value and what is allowed.
+
+Besides the tables and the providers: READER_BUDGET (`{"per_minute": 1-10000,
+"per_day": 1-1000000}`; absent: readers' generations are not counted) and
+CORS_ALLOWED_ORIGINS (a JSON list of exact origins, or `["*"]`; absent: no CORS
+headers, see `cors.py`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
+
+from .cors import InvalidOrigins, parse_allowed_origins
 
 ENVIRONMENTS: Final = ("dev", "staging", "production", "local")
 _NAME = re.compile(r"[a-z0-9-]{1,40}")
@@ -71,6 +78,14 @@ class RouterSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReaderBudgetSettings:
+    """READER_BUDGET: how many generations one reader may cause per minute and per day."""
+
+    per_minute: int
+    per_day: int
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKeySource:
     """Where a provider kind's API key comes from: the key itself (local) or a secret."""
 
@@ -93,6 +108,10 @@ class Settings:
     router: RouterSettings = RouterSettings()
     bedrock_region: str | None = None
     api_keys: Mapping[ProviderKind, ApiKeySource] = field(default_factory=dict)
+    # Exact origins, or ("*",); empty: no CORS headers.
+    cors_allowed_origins: tuple[str, ...] = ()
+    # None: readers' generations are not counted.
+    reader_budget: ReaderBudgetSettings | None = None
 
 
 MOCK_PROVIDER: Final = ProviderSettings(
@@ -116,6 +135,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             ProviderKind.OPENAI: env.key_source("OPENAI_API_KEY"),
             ProviderKind.ANTHROPIC: env.key_source("ANTHROPIC_API_KEY"),
         },
+        cors_allowed_origins=_cors_origins(environ.get("CORS_ALLOWED_ORIGINS")),
+        reader_budget=_reader_budget(environ.get("READER_BUDGET")),
     )
 
 
@@ -352,4 +373,24 @@ def _router(text: str | None) -> RouterSettings:
         circuit_cache_s=fields.number(
             "circuit_cache_s", 0.0, 60.0, default=defaults.circuit_cache_s
         ),
+    )
+
+
+def _cors_origins(text: str | None) -> tuple[str, ...]:
+    try:
+        return parse_allowed_origins(text)
+    except InvalidOrigins as error:
+        shown = (text or "")[:200]
+        raise ConfigurationError(
+            f"CORS_ALLOWED_ORIGINS = {shown!r} is not allowed: {error}"
+        ) from None
+
+
+def _reader_budget(text: str | None) -> ReaderBudgetSettings | None:
+    if text is None or not text.strip():
+        return None
+    fields = _Fields("READER_BUDGET", _parse_json("READER_BUDGET", text), ("per_minute", "per_day"))
+    return ReaderBudgetSettings(
+        per_minute=fields.integer("per_minute", 1, 10_000),
+        per_day=fields.integer("per_day", 1, 1_000_000),
     )

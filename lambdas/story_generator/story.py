@@ -1,12 +1,25 @@
-"""The story: starting a session, making a choice, reading a session back.
+"""The story: starting a session, making a choice, reading a session back, listing a
+reader's stories.
+
+Every session belongs to the reader who started it (the verified `sub` of their
+token, never a field of the body): another reader's session is answered exactly as
+an unknown one, so session ids cannot be probed. Session ids are random (uuid4).
 
 Each beat is written by the AI router from a prompt that holds the whole story so
 far; the model answers in JSON (`{"text", "choices", "ending"}`) and the reply is
 parsed strictly, so an unusable reply counts as that provider's failure and the
 router falls back to the next one. Nothing is stored before a beat has been
 generated, so a failed generation leaves the session as it was, and every request
-can be retried: a retried start (same Idempotency-Key) or choice (same beat and
-choice) is answered from what was stored, without a new generation.
+can be retried: a retried start (same reader and Idempotency-Key) or choice (same
+beat and choice) is answered from what was stored, without a new generation.
+
+Concurrent duplicates pay for one generation: before generating, a keyed start
+claims its idempotency record and a choice takes a lease on the session's current
+beat, each with one conditional write, for at most `lease_s` (the router's deadline
+and a margin for the writes). A duplicate that arrives meanwhile gets the stored
+answer once there is one, else a 409 `request_in_progress` with Retry-After; a
+failed generation gives the claim or the lease back. The reader's budget is charged
+right before each generation, never for an answer read from storage.
 
 A story is completed when the model ends it (`ending: true`, no choices) or when it
 reaches its `max_beats`: the prompt then asks for the ending, and the beat written
@@ -15,6 +28,8 @@ there ends the story whatever the model answered.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import time
@@ -24,10 +39,28 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+from aws_lambda_powertools import Logger
+
+from .budget import NoBudget, ReaderBudget
 from .errors import BadRequest, Conflict, NotFound
 from .generation import Generation, GenerationRequest, MalformedReply, Message
-from .sessions import Beat, Session, SessionExists, SessionStore, StaleSession
+from .sessions import (
+    IDEMPOTENCY_PREFIX,
+    Beat,
+    ChoicePending,
+    ClaimLost,
+    IdempotencyRecord,
+    PendingChoice,
+    Session,
+    SessionStore,
+    StaleSession,
+    StoryKey,
+    StorySummary,
+    is_session_id,
+)
 from .validation import validate
+
+logger = Logger(child=True)
 
 GENRES = (
     "liminal",
@@ -44,7 +77,9 @@ MIN_BEATS, DEFAULT_MAX_BEATS, MAX_BEATS = 3, 12, 30
 MIN_CHOICES, MAX_CHOICES = 2, 4
 MAX_BEAT_TEXT, MAX_CHOICE_TEXT = 4000, 200
 
-USER_ID_SCHEMA = {
+# A reader id: the `sub` claim of a Cognito token (a UUID), or an EventBridge
+# producer's `reader_id`. Never `#` or NUL, so it cannot collide with other item keys.
+READER_ID_SCHEMA: Mapping[str, Any] = {
     "type": "string",
     "minLength": 1,
     "maxLength": 128,
@@ -53,12 +88,11 @@ USER_ID_SCHEMA = {
 START_STORY_SCHEMA: Mapping[str, Any] = {
     "type": "object",
     "properties": {
-        "user_id": USER_ID_SCHEMA,
         "genre": {"type": "string", "enum": list(GENRES)},
         "premise": {"type": "string", "minLength": 1, "maxLength": 1000},
         "max_beats": {"type": "integer", "minimum": MIN_BEATS, "maximum": MAX_BEATS},
     },
-    "required": ["user_id", "genre"],
+    "required": ["genre"],
     "additionalProperties": False,
 }
 # Any printable ASCII, like most clients' keys (UUIDs, ULIDs, random tokens).
@@ -93,19 +127,34 @@ BEAT_REPLY_SCHEMA: Mapping[str, Any] = {
     "additionalProperties": False,
 }
 
-_IDEMPOTENCY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://liminal-transit/story-sessions")
+MIN_PAGE, DEFAULT_PAGE, MAX_PAGE = 1, 20, 50
+LIST_LIMIT_SCHEMA: Mapping[str, Any] = {"type": "integer", "minimum": MIN_PAGE, "maximum": MAX_PAGE}
+# Unpadded base64url (encode_cursor); its content is checked by decode_cursor.
+CURSOR_SCHEMA: Mapping[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 1024,
+    "pattern": "^[A-Za-z0-9_-]+$",
+}
+_CURSOR_FIELDS = {"user_id", "timestamp", "session_id"}
+
 # A lost race on a write is retried this many times before the caller gets a 409
 # (only a DynamoDB transaction conflict, where nobody committed, needs more than one).
 _WRITE_ATTEMPTS = 3
+# Beyond the router's deadline, the lease covers the budget charge and the writes.
+LEASE_MARGIN_S = 5.0
+# With the router's default deadline (the handler passes the configured one).
+DEFAULT_LEASE_S = 25.0 + LEASE_MARGIN_S
+# What a duplicate of a request in progress is told to wait: a beat takes seconds.
+IN_PROGRESS_RETRY_S = 3
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class StartStory:
-    """A validated request to start a story."""
+    """A validated request to start a story (the reader comes from their token)."""
 
-    user_id: str
     genre: str
     premise: str | None = None
     max_beats: int = DEFAULT_MAX_BEATS
@@ -118,7 +167,7 @@ class StartStory:
         return cls(**value)
 
     def fingerprint(self) -> str:
-        """A digest of the request, to tell an idempotent retry from a reused key."""
+        """A digest of the body, to tell an idempotent retry from a reused key."""
         canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -166,7 +215,12 @@ class BeatListener(Protocol):
 
 
 class StoryService:
-    """Starts stories, records choices and reads sessions back."""
+    """Starts stories, records choices, reads sessions back and lists a reader's stories.
+
+    `reader` is the verified reader id of the caller. Where it may be None (a choice
+    or a read for an EventBridge producer, which acts for the session's reader), None
+    skips the ownership check; the API always passes the token's `sub`.
+    """
 
     def __init__(
         self,
@@ -174,86 +228,176 @@ class StoryService:
         generator: BeatGenerator,
         listener: BeatListener,
         ttl_days: int,
+        *,
+        budget: ReaderBudget | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._generator = generator
         self._listener = listener
+        self._budget = budget or NoBudget()
         self._ttl_s = ttl_days * 86_400
+        self._lease_ms = int(lease_s * 1000)
         self._clock = clock
 
-    def start(self, request: StartStory, idempotency_key: str | None = None) -> Session:
-        """Start a session and write its opening beat.
+    def start(
+        self, reader: str, request: StartStory, idempotency_key: str | None = None
+    ) -> Session:
+        """Start a session for `reader` and write its opening beat.
 
-        With an `idempotency_key` the session id is derived from it and the user, so a
-        retry finds the session the first attempt stored and gets it back unchanged.
+        With an `idempotency_key`, a retry of the same body by the same reader gets the
+        session the first attempt stored, unchanged; the same key with another body is
+        a 409 `idempotency_key_reused`, and while the first attempt is still writing, a
+        409 `request_in_progress`. Keys are the reader's own: two readers' equal keys
+        start two sessions.
         """
         if idempotency_key is None:
             session_id = str(uuid.uuid4())
-        else:
-            name = json.dumps([request.user_id, idempotency_key])
-            session_id = str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, name))
-            stored = self._store.get(session_id)
+            session = self._new_session(reader, session_id, request, self._expires_at())
+            self._store.create(session)
+            self._listener.beat_written(session)
+            return session
+        key_id = idempotency_key_id(reader, idempotency_key)
+        fingerprint = request.fingerprint()
+        for _ in range(_WRITE_ATTEMPTS):
+            now_ms = self._now_ms()
+            claim = IdempotencyRecord(
+                key_id=key_id,
+                session_id=str(uuid.uuid4()),
+                fingerprint=fingerprint,
+                state="in_progress",
+                until_ms=now_ms + self._lease_ms,
+                expires_at=self._expires_at(),
+            )
+            try:
+                stored = self._store.claim(claim, now_ms)
+            except ClaimLost:
+                continue
             if stored is not None:
-                return _same_start(stored, request)
-        draft, generation = self._generate(request.genre, request.premise, request.max_beats, ())
+                return self._replay(stored, fingerprint)
+            return self._start_claimed(reader, request, claim)
+        raise _concurrent_update()
+
+    def _start_claimed(self, reader: str, request: StartStory, claim: IdempotencyRecord) -> Session:
+        try:
+            session = self._new_session(reader, claim.session_id, request, claim.expires_at)
+        except BaseException:
+            _quietly(self._store.release_claim, claim)
+            raise
+        for _ in range(_WRITE_ATTEMPTS):
+            try:
+                self._store.create(session, claim)
+            except ClaimLost:
+                stored = self._store.record(claim.key_id)
+                if stored == claim:  # a transaction conflict: nobody else committed
+                    continue
+                if stored is None or not stored.live(self._now_ms()):
+                    raise _concurrent_update() from None
+                return self._replay(stored, claim.fingerprint)
+            self._listener.beat_written(session)
+            return session
+        _quietly(self._store.release_claim, claim)
+        raise _concurrent_update()
+
+    def _replay(self, stored: IdempotencyRecord, fingerprint: str) -> Session:
+        """The answer to a start whose key already has the live record `stored`."""
+        if stored.fingerprint != fingerprint:
+            raise Conflict(
+                "This Idempotency-Key was already used to start a different story; "
+                "use a new key for a new story.",
+                code="idempotency_key_reused",
+            )
+        if stored.state == "in_progress":
+            raise Conflict(
+                "The story of this Idempotency-Key is still being written; retry the same "
+                "request after Retry-After seconds to get it.",
+                code="request_in_progress",
+                retry_after_s=IN_PROGRESS_RETRY_S,
+            )
+        session = self._store.get(stored.session_id)
+        if session is None:
+            # The record and its session expire together; one without the other is a bug.
+            raise RuntimeError(f"idempotency record {stored.key_id} names no readable session")
+        return session
+
+    def _new_session(
+        self, reader: str, session_id: str, request: StartStory, expires_at: int
+    ) -> Session:
+        draft, generation = self._generate(
+            reader, request.genre, request.premise, request.max_beats, ()
+        )
         now_ms = self._now_ms()
-        session = Session(
+        return Session(
             session_id=session_id,
-            user_id=request.user_id,
+            user_id=reader,
             genre=request.genre,
             premise=request.premise,
             max_beats=request.max_beats,
             created_at_ms=now_ms,
-            expires_at=now_ms // 1000 + self._ttl_s,
-            fingerprint=request.fingerprint(),
+            expires_at=expires_at,
             beats=(_beat(0, draft, None, now_ms, generation),),
         )
-        try:
-            self._store.create(session)
-        except SessionExists:
-            stored = self._store.get(session_id)
-            if stored is None:
-                raise Conflict(
-                    "A session for this Idempotency-Key is being written or has expired; "
-                    "retry shortly, or use a new key for a new story.",
-                    code="idempotency_key_in_use",
-                ) from None
-            return _same_start(stored, request)
-        self._listener.beat_written(session)
-        return session
 
-    def choose(self, session_id: str, request: ChoiceRequest) -> Beat:
-        """Record the reader's choice and return the beat it leads to."""
-        session = self.get(session_id)
-        stored = _answered(session, request)
-        if stored is not None:
-            return stored
-        chosen = session.current.choices[request.choice]
-        draft, generation = self._generate(
-            session.genre, session.premise, session.max_beats, session.beats, chosen
-        )
+    def choose(self, session_id: str, request: ChoiceRequest, *, reader: str | None) -> Beat:
+        """Record the reader's choice and return the beat it leads to.
+
+        The same choice again returns the stored beat; while it is being written, a
+        409 `request_in_progress`. A failed generation leaves the session as it was.
+        """
+        session = self.get(session_id, reader=reader)
+        pending = None
+        for _ in range(_WRITE_ATTEMPTS):
+            stored = _answered(session, request)
+            if stored is not None:
+                return stored
+            now_ms = self._now_ms()
+            pending = PendingChoice(request.choice, uuid.uuid4().hex, now_ms + self._lease_ms)
+            try:
+                self._store.reserve(session, pending, now_ms)
+                break
+            except StaleSession:
+                session = self.get(session_id, reader=reader)
+            except ChoicePending as busy:
+                raise _choice_in_progress(session, busy.pending, request) from None
+        else:
+            raise _concurrent_update()
+        assert pending is not None  # the loop breaks only once reserved
+        try:
+            chosen = session.current.choices[request.choice]
+            draft, generation = self._generate(
+                session.user_id,
+                session.genre,
+                session.premise,
+                session.max_beats,
+                session.beats,
+                chosen,
+            )
+        except BaseException:
+            _quietly(self._store.release, session, pending)
+            raise
         beat = _beat(len(session.beats), draft, request.choice, self._now_ms(), generation)
         for _ in range(_WRITE_ATTEMPTS):
             try:
-                self._store.append(session, beat)
+                self._store.append(session, beat, pending)
             except StaleSession:
-                session = self.get(session_id)
-                stored = _answered(session, request)
+                stored = _answered(self.get(session_id, reader=reader), request)
                 if stored is not None:
                     return stored
                 continue
             self._listener.beat_written(session.with_beat(beat))
             return beat
-        raise Conflict(
-            "Another request kept changing this session; read it again and retry.",
-            code="concurrent_update",
-        )
+        _quietly(self._store.release, session, pending)
+        raise _concurrent_update()
 
-    def get(self, session_id: str) -> Session:
-        """The session, or `NotFound`."""
+    def get(self, session_id: str, *, reader: str | None) -> Session:
+        """The session, or `NotFound` when it does not exist, has expired or is not `reader`'s.
+
+        The three answers are the same, so that nobody can tell another reader's
+        session from one that does not exist.
+        """
         session = self._store.get(session_id)
-        if session is None:
+        if session is None or (reader is not None and session.user_id != reader):
             raise NotFound(
                 f"No story session {session_id}: it never existed or has expired; "
                 "start a new story with POST /stories.",
@@ -261,14 +405,24 @@ class StoryService:
             )
         return session
 
+    def stories(
+        self, reader: str, limit: int = DEFAULT_PAGE, cursor: str | None = None
+    ) -> tuple[tuple[StorySummary, ...], str | None]:
+        """A page of `reader`'s stories, newest first, and the cursor of the next page."""
+        after = None if cursor is None else decode_cursor(cursor, reader)
+        page = self._store.stories(reader, limit, after)
+        return page.stories, None if page.next is None else encode_cursor(reader, page.next)
+
     def _generate(
         self,
+        reader: str,
         genre: str,
         premise: str | None,
         max_beats: int,
         beats: Sequence[Beat],
         chosen: str | None = None,
     ) -> tuple[Draft, Generation]:
+        self._budget.charge(reader)
         index = len(beats)
         final = index == max_beats - 1
         request = build_request(genre, premise, max_beats, beats, chosen)
@@ -276,8 +430,84 @@ class StoryService:
             request, lambda text: parse_beat(text, opening=index == 0, final=final)
         )
 
+    def _expires_at(self) -> int:
+        return self._now_ms() // 1000 + self._ttl_s
+
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+
+def idempotency_key_id(reader: str, key: str) -> str:
+    """The item key of the idempotency record of `reader`'s `key` (never a session id)."""
+    digest = hashlib.sha256(f"{reader}\0{key}".encode()).hexdigest()
+    return IDEMPOTENCY_PREFIX + digest
+
+
+def encode_cursor(reader: str, key: StoryKey) -> str:
+    """The opaque cursor of a listing page that starts after `key`: base64url of the
+    index's LastEvaluatedKey, in plain JSON."""
+    value = {"user_id": reader, "timestamp": key.timestamp, "session_id": key.session_id}
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, reader: str) -> StoryKey:
+    """The key a cursor of `reader`'s listing resumes after; 400 `invalid_cursor` otherwise."""
+    value: object = None
+    try:
+        validate(cursor, CURSOR_SCHEMA, "cursor")
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (BadRequest, binascii.Error, ValueError):
+        value = None
+    if (
+        not isinstance(value, dict)
+        or set(value) != _CURSOR_FIELDS
+        or value["user_id"] != reader
+        or not isinstance(value["session_id"], str)
+        or not is_session_id(value["session_id"])
+        or isinstance(value["timestamp"], bool)
+        or not isinstance(value["timestamp"], int)
+        or value["timestamp"] < 1
+    ):
+        raise BadRequest(
+            "`cursor` is not a cursor of your stories: pass the `next_cursor` of the previous "
+            "page unchanged, or leave it out for the first page.",
+            code="invalid_cursor",
+            details={"field": "cursor"},
+        )
+    return StoryKey(value["timestamp"], value["session_id"])
+
+
+def _choice_in_progress(
+    session: Session, pending: PendingChoice, request: ChoiceRequest
+) -> Conflict:
+    beat = session.current.index
+    if pending.choice == request.choice:
+        message = (
+            f"Choice {request.choice} on beat {beat} is still being written; retry the same "
+            "request after Retry-After seconds to get its beat."
+        )
+    else:
+        message = (
+            f"Choice {pending.choice} on beat {beat} is being written; read the session "
+            "again after Retry-After seconds."
+        )
+    return Conflict(message, code="request_in_progress", retry_after_s=IN_PROGRESS_RETRY_S)
+
+
+def _concurrent_update() -> Conflict:
+    return Conflict(
+        "Other requests kept changing this session; read it again and retry.",
+        code="concurrent_update",
+    )
+
+
+def _quietly(release: Callable[..., None], *args: Any) -> None:
+    """Give back a claim or lease; a failure only delays a retry until the lease ends."""
+    try:
+        release(*args)
+    except Exception:
+        logger.exception("Releasing a claim or lease failed; it ends with its lease")
 
 
 def _beat(
@@ -293,17 +523,6 @@ def _beat(
         provider=generation.provider,
         model=generation.model,
     )
-
-
-def _same_start(stored: Session, request: StartStory) -> Session:
-    """The stored session when `request` is a retry of the one that created it."""
-    if stored.fingerprint != request.fingerprint():
-        raise Conflict(
-            "This Idempotency-Key was already used to start a different story; "
-            "use a new key for a new story.",
-            code="idempotency_key_reused",
-        )
-    return stored
 
 
 def _answered(session: Session, request: ChoiceRequest) -> Beat | None:
@@ -462,6 +681,20 @@ def session_json(session: Session) -> dict[str, object]:
     }
     if session.premise is not None:
         view["premise"] = session.premise
+    return view
+
+
+def summary_json(summary: StorySummary) -> dict[str, object]:
+    """The public JSON of one entry of a reader's listing."""
+    view: dict[str, object] = {
+        "session_id": summary.session_id,
+        "genre": summary.genre,
+        "status": summary.status,
+        "created_at": _iso(summary.created_at_ms),
+        "expires_at": _iso(summary.expires_at * 1000),
+    }
+    if summary.premise is not None:
+        view["premise"] = summary.premise
     return view
 
 

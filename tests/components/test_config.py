@@ -390,7 +390,7 @@ def _dev_stack_file(root: Path, stack: str, text: str | None = None) -> None:
 
 
 # Names unique only within their parent resource, not in the account.
-_NESTED_NAMES = {"aws:lambda/alias:Alias"}
+_NESTED_NAMES = {"aws:lambda/alias:Alias", "aws:cognito/userPoolClient:UserPoolClient"}
 
 
 def _physical_names(run: OfflineRun) -> set[str]:

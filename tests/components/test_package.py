@@ -24,6 +24,7 @@ def test_readme_example_builds_three_components_in_another_program() -> None:
     run = run_program(lambda: exec(example, {}), config={}, region="us-east-1", stack="qa")
     types = {r.type for r in run.resources if not r.custom}
     assert types == {
+        "liminal:identity:ReaderIdentity",
         "liminal:storage:Storage",
         "liminal:story_generator:StoryGenerator",
         "liminal:story_api:StoryApi",

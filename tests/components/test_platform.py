@@ -23,6 +23,9 @@ UNTAGGABLE = {
     "aws:apigateway/deployment:Deployment",
     "aws:apigateway/methodSettings:MethodSettings",
     "aws:apigateway/basePathMapping:BasePathMapping",
+    "aws:cognito/userPoolClient:UserPoolClient",
+    "aws:cognito/userPoolDomain:UserPoolDomain",
+    "aws:cognito/identityProvider:IdentityProvider",
 }
 
 
@@ -35,6 +38,7 @@ def test_components_use_the_liminal_module_name_token(run: OfflineRun) -> None:
     components = [r for r in run.resources if not r.custom]
     assert {r.type for r in components} == {
         "liminal:platform:LiminalPlatform",
+        "liminal:identity:ReaderIdentity",
         "liminal:storage:Storage",
         "liminal:story_generator:StoryGenerator",
         "liminal:story_api:StoryApi",

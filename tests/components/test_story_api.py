@@ -20,6 +20,7 @@ from components.offline import OfflineRun, run_program
 from components.story_api import CustomDomain, StoryApi, StoryApiArgs
 
 REST_API = "aws:apigateway/restApi:RestApi"
+POOL_ARN = "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_Readers1"
 STAGE = "aws:apigateway/stage:Stage"
 
 
@@ -28,11 +29,12 @@ def _body(run: OfflineRun) -> dict[str, Any]:
 
 
 def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The document's own operations (API Gateway answers OPTIONS with a mock)."""
     return [
         (path, method, item[method])
         for path, item in document["paths"].items()
         for method in HTTP_METHODS
-        if method in item
+        if method in item and method != "options"
     ]
 
 
@@ -91,7 +93,7 @@ def test_gateway_checks_parameters_and_leaves_bodies_to_the_lambda(run: OfflineR
 def test_every_other_method_gets_the_lambdas_405_from_a_mock(run: OfflineRun) -> None:
     """Without it API Gateway answers an undeclared method as an unknown route."""
     for path, item in _body(run)["paths"].items():
-        declared = [m.upper() for m in HTTP_METHODS if m in item]
+        declared = [m.upper() for m in HTTP_METHODS if m in item and m != "options"]
         any_method = item[ANY_METHOD]
         integration = any_method["x-amazon-apigateway-integration"]
         assert integration["type"] == "mock", path
@@ -99,15 +101,28 @@ def test_every_other_method_gets_the_lambdas_405_from_a_mock(run: OfflineRun) ->
         assert response["statusCode"] == "405"
         allowed = ", ".join(declared)
         assert response["responseParameters"]["method.response.header.Allow"] == f"'{allowed}'"
-        template = json.loads(response["responseTemplates"]["application/json"])
-        assert template == method_not_allowed_body(allowed), path
-        assert set(any_method["responses"]["405"]["headers"]) == {"Allow", "Content-Type"}
+        # The body follows the VTL that picks the allowed origin, if any.
+        template = response["responseTemplates"]["application/json"].rsplit("\n", 1)[-1]
+        assert json.loads(template) == method_not_allowed_body(allowed), path
+        assert set(any_method["responses"]["405"]["headers"]) == {
+            "Allow",
+            "Content-Type",
+            "Vary",
+            "Access-Control-Allow-Origin",
+            "Access-Control-Expose-Headers",
+        }, "a browser can read the 405 too"
 
 
 def test_gateway_refusals_use_the_apis_json_error_shape(run: OfflineRun) -> None:
     responses = _body(run)["x-amazon-apigateway-gateway-responses"]
-    document = yaml.safe_load(OPENAPI_PATH.read_text())
-    assert responses == document["x-amazon-apigateway-gateway-responses"], "imported as written"
+    written = yaml.safe_load(OPENAPI_PATH.read_text())["x-amazon-apigateway-gateway-responses"]
+    assert set(responses) == set(written)
+    for kind, response in written.items():
+        imported = responses[kind]
+        assert imported["responseTemplates"] == response["responseTemplates"], kind
+        assert imported.get("statusCode") == response.get("statusCode"), kind
+        added = set(imported["responseParameters"]) - set(response["responseParameters"])
+        assert all("Access-Control" in h or h.endswith(".Vary") for h in added), added
     assert "BAD_REQUEST_BODY" not in responses, "bodies are not validated by the gateway"
     for kind in (
         "BAD_REQUEST_PARAMETERS",
@@ -181,10 +196,17 @@ def test_exactly_one_stack_owns_the_account_logging_role(
         assert all("cloudwatch" not in r.name for r in roles), stack
 
 
-def test_usage_plan_covers_the_stage(run: OfflineRun) -> None:
-    plan = run.one("aws:apigateway/usagePlan:UsagePlan")
-    (stage,) = plan["apiStages"]
-    assert stage == {"apiId": run.outputs["api_id"], "stage": run.one(STAGE)["stageName"]}
+def test_no_usage_plan_readers_are_limited_by_identity_and_the_stage(run: OfflineRun) -> None:
+    """A usage plan throttles only requests carrying an API key, and a key shipped to
+    browsers is no secret: the stage throttle and the per-reader budget do the work."""
+    assert not run.of_type("aws:apigateway/usagePlan:UsagePlan")
+    assert not run.of_type("aws:apigateway/apiKey:ApiKey")
+    settings = run.one("aws:apigateway/methodSettings:MethodSettings")["settings"]
+    assert settings["throttlingRateLimit"] > 0 and settings["throttlingBurstLimit"] > 0
+    budget = json.loads(
+        run.one("aws:lambda/function:Function")["environment"]["variables"]["READER_BUDGET"]
+    )
+    assert budget["per_minute"] >= 1 and budget["per_day"] >= budget["per_minute"]
 
 
 def test_invoke_permission_is_scoped_to_this_api_stage_and_alias(run: OfflineRun) -> None:
@@ -214,6 +236,7 @@ def _api_args(**change: Any) -> StoryApiArgs:
         stage_name="qa",
         throttle_rate_limit=10,
         throttle_burst_limit=20,
+        user_pool_arns=[POOL_ARN],
     )
     return dataclasses.replace(args, **change)
 

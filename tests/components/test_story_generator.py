@@ -10,6 +10,7 @@ import pytest
 
 from components.bedrock_models import BedrockModelType
 from components.config import AiConfig, ProviderConfig, ProviderKind
+from components.lambda_code import LAMBDAS_DIR
 from components.naming import Naming
 from components.offline import OfflineRun, run_program
 from components.story_generator import StoryGenerator, StoryGeneratorArgs, VpcPlacement
@@ -150,11 +151,16 @@ def test_table_access_is_scoped_to_the_table_and_its_indexes(run: OfflineRun) ->
     assert "dynamodb:DeleteItem" not in statement["Action"]
 
 
-def test_only_circuit_breaker_items_can_be_deleted(run: OfflineRun) -> None:
-    statement = _statement(run, "ResetProviderCircuits")
+def test_only_circuit_items_and_idempotency_claims_can_be_deleted(run: OfflineRun) -> None:
+    """Sessions are never deleted by the function: TTL expires them."""
+    from lambdas.story_generator.sessions import IDEMPOTENCY_PREFIX
+
+    statement = _statement(run, "DeleteCircuitsAndReleasedClaims")
     assert statement["Action"] == ["dynamodb:DeleteItem"]
     condition = statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
-    assert condition == ["circuit#*"]
+    assert condition == ["circuit#*", f"{IDEMPOTENCY_PREFIX}*"]
+    circuit_source = (LAMBDAS_DIR / "story_generator" / "circuit.py").read_text()
+    assert '"circuit#' in circuit_source, "the circuit store's key prefix moved"
 
 
 def test_table_actions_cover_every_call_the_function_makes(run: OfflineRun) -> None:
@@ -165,7 +171,7 @@ def test_table_actions_cover_every_call_the_function_makes(run: OfflineRun) -> N
 
     granted = {
         action.removeprefix("dynamodb:")
-        for sid in ("ReadWriteSessionTable", "ResetProviderCircuits")
+        for sid in ("ReadWriteSessionTable", "DeleteCircuitsAndReleasedClaims")
         for action in _statement(run, sid)["Action"]
     }
     # TransactWriteItems is authorised per item as PutItem/UpdateItem/ConditionCheckItem.

@@ -1,4 +1,5 @@
-"""moto fixtures for the Lambda tests: DynamoDB, Secrets Manager, EventBridge, SQS.
+"""moto fixtures for the Lambda tests: DynamoDB, Secrets Manager, EventBridge, SQS and
+the readers' Cognito user pool.
 
 Every fixture runs inside one `mock_aws` context (`aws`), with fake credentials and
 a fixed region, so no test can reach a real AWS account.
@@ -6,8 +7,10 @@ a fixed region, so no test can reach a real AWS account.
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -140,3 +143,116 @@ def event_bus(aws: None) -> EventBus:
         Rule="story-events", EventBusName=name, Targets=[{"Id": "queue", "Arn": queue_arn}]
     )
     return EventBus(name=name, events=events, sqs=sqs, queue_url=queue_url)
+
+
+class SerialisedDynamoDB:
+    """A DynamoDB client whose calls moto runs one at a time, as DynamoDB makes them atomic.
+
+    moto 5 evaluates a write's condition and then stores the item with no lock
+    between the two (`moto.dynamodb.models.table.Table.put_item`), and applies a
+    transaction's items one by one while other threads read: under threads, two
+    conditional writes can both pass. DynamoDB makes each conditional write, and
+    each transaction, atomic; the lock gives moto that atomicity. It does not
+    order the callers, and the code under test is the code that runs in Lambda.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, client: DynamoDBClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return method(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture
+def serialised_dynamodb(dynamodb: DynamoDBClient) -> DynamoDBClient:
+    """`dynamodb`, its calls made one at a time (see `SerialisedDynamoDB`)."""
+    client: DynamoDBClient = SerialisedDynamoDB(dynamodb)  # type: ignore[assignment]
+    return client
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A signed-in reader: the ID token moto's Cognito issued, and the claims in it."""
+
+    username: str
+    id_token: str
+    claims: Mapping[str, str]
+
+    @property
+    def sub(self) -> str:
+        """The reader id the story service must use."""
+        return self.claims["sub"]
+
+
+def token_claims(id_token: str) -> dict[str, str]:
+    """The claims of a JWT as API Gateway's Cognito authorizer passes them to the Lambda.
+
+    The payload is decoded without verification (API Gateway verified the signature)
+    and, as the authorizer does, every value becomes a string.
+    """
+    payload = id_token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return {
+        name: value if isinstance(value, str) else json.dumps(value)
+        for name, value in claims.items()
+    }
+
+
+READER_NAMES = ("alice", "bob", "carol")
+
+
+@pytest.fixture(scope="session")
+def issued_readers() -> dict[str, Reader]:
+    """`READER_NAMES` signed in to a moto Cognito user pool and client, once per session.
+
+    Each is created (confirmed, with a permanent password) and takes the IdToken of an
+    ADMIN_USER_PASSWORD_AUTH sign-in. Tokens are plain strings, so they outlive the
+    pool's own mock (making a pool costs moto a key pair: a third of a second).
+    """
+    with mock_aws():
+        cognito = boto3.client(
+            "cognito-idp",
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        pool_id = cognito.create_user_pool(PoolName="liminal-transit-readers-test")["UserPool"][
+            "Id"
+        ]
+        client_id = cognito.create_user_pool_client(
+            UserPoolId=pool_id,
+            ClientName="reader-web",
+            ExplicitAuthFlows=["ALLOW_ADMIN_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+        )["UserPoolClient"]["ClientId"]
+        readers = {}
+        for username in READER_NAMES:
+            password = f"Reader-pass-{username}-1!"
+            cognito.admin_create_user(
+                UserPoolId=pool_id, Username=username, MessageAction="SUPPRESS"
+            )
+            cognito.admin_set_user_password(
+                UserPoolId=pool_id, Username=username, Password=password, Permanent=True
+            )
+            result = cognito.admin_initiate_auth(
+                UserPoolId=pool_id,
+                ClientId=client_id,
+                AuthFlow="ADMIN_USER_PASSWORD_AUTH",
+                AuthParameters={"USERNAME": username, "PASSWORD": password},
+            )["AuthenticationResult"]
+            token = result["IdToken"]
+            readers[username] = Reader(username, token, token_claims(token))
+    return readers
+
+
+@pytest.fixture
+def sign_in(issued_readers: dict[str, Reader]) -> Callable[[str], Reader]:
+    """The signed-in `Reader` of one of `READER_NAMES` (tokens issued by moto's Cognito)."""
+    return issued_readers.__getitem__

@@ -59,6 +59,43 @@ class FakeRouter:
         )
 
 
+class Gate:
+    """Holds every generation of a `FakeRouter` (as its `before_reply`) until opened.
+
+    `entered` is set once a generation is being held: concurrent requests can then be
+    sent while it is in progress, without sleeping.
+    """
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self._open = threading.Event()
+
+    def __call__(self) -> None:
+        self.entered.set()
+        if not self._open.wait(timeout=30):
+            raise TimeoutError("the gate was never opened")
+
+    def open(self) -> None:
+        """Let the held generations (and every later one) go on."""
+        self._open.set()
+
+
+class RecordingBudget:
+    """A reader budget that records every charge; raises `refuse` instead when set."""
+
+    def __init__(self) -> None:
+        self.charged: list[str] = []
+        self.refuse: Exception | None = None
+        self._lock = threading.Lock()
+
+    def charge(self, reader_id: str) -> None:
+        """Record one generation for `reader_id`."""
+        if self.refuse is not None:
+            raise self.refuse
+        with self._lock:
+            self.charged.append(reader_id)
+
+
 class RecordingListener:
     """Keeps every session it is told about (the beat just written is `session.current`)."""
 
@@ -79,14 +116,28 @@ class Reply:
     body: Any
 
 
+# A user pool for the API definition's Cognito authorizer.
+USER_POOL_ARN = "arn:aws:cognito-idp:eu-west-1:123456789012:userpool/eu-west-1_readers"
+# The `sub` of the reader `invoke` sends by default (Cognito subs are UUIDs).
+READER = "7f0c8a52-3d4e-4b6f-9a1b-2c3d4e5f6a7b"
+READER_CLAIMS: Mapping[str, str] = {"sub": READER, "token_use": "id"}
+
+
 def invoke(
     handler: Callable[[Mapping[str, Any], Any], Mapping[str, Any]],
     method: str,
     path: str,
     body: object = None,
     headers: Mapping[str, str] | None = None,
+    *,
+    claims: Mapping[str, str] | None = READER_CLAIMS,
 ) -> Reply:
-    """Send one API Gateway REST proxy event (a JSON body unless `body` is str or bytes)."""
+    """Send one API Gateway REST proxy event (a JSON body unless `body` is str or bytes).
+
+    `path` may carry a query string. `claims` are those API Gateway's Cognito authorizer
+    would pass (`requestContext.authorizer.claims`); None: no authorizer, as on an open
+    route.
+    """
     if body is None:
         data = b""
     elif isinstance(body, bytes):
@@ -96,11 +147,15 @@ def invoke(
     else:
         data = json.dumps(body).encode()
     event = proxy_event(method, path, (headers or {}).items(), data)
+    if claims is not None:
+        event["requestContext"]["authorizer"] = {"claims": dict(claims)}
     result = handler(event, LocalContext())
     merged = {name: str(value) for name, value in (result.get("headers") or {}).items()}
     for name, values in (result.get("multiValueHeaders") or {}).items():
         merged[name] = ", ".join(str(value) for value in values)
-    return Reply(result["statusCode"], merged, json.loads(result["body"]))
+    return Reply(
+        result["statusCode"], merged, json.loads(result["body"]) if result["body"] else None
+    )
 
 
 NOW = 1_800_000_000.0
@@ -129,12 +184,11 @@ def make_session(session_id: str | None = None, expires_at: int = int(NOW) + 86_
     """A stored session with its opening beat."""
     return Session(
         session_id=session_id or str(uuid.uuid4()),
-        user_id="reader-1",
+        user_id=READER,
         genre="liminal",
         premise="A train that never arrives",
         max_beats=5,
         created_at_ms=int(NOW * 1000),
         expires_at=expires_at,
-        fingerprint="f" * 64,
         beats=(make_beat(0),),
     )

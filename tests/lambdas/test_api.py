@@ -1,7 +1,9 @@
 """The story API through the handler, on moto DynamoDB, with the real router and mock provider.
 
-Most requests are the dev server's proxy events; the routing tests at the end send
-events shaped as API Gateway sends them, on the execute-api host and on custom domains.
+Most requests are the dev server's proxy events, from a reader signed in to moto's
+Cognito (the claims of their ID token, as API Gateway's authorizer passes them); the
+routing tests at the end send events shaped as API Gateway sends them, on the
+execute-api host and on custom domains.
 """
 
 from __future__ import annotations
@@ -27,10 +29,18 @@ from lambdas.devserver import LocalContext
 from lambdas.story_generator.errors import NoProviderAvailable
 from lambdas.story_generator.handler import StoryHandler, build_handler
 from lambdas.story_generator.settings import load_settings
+from tests.lambdas.aws_fixtures import Reader
 from tests.lambdas.fake_providers import FakeProvider, settings_for
-from tests.lambdas.story_doubles import FakeRouter, Reply, beat_reply, invoke
+from tests.lambdas.story_doubles import (
+    READER_CLAIMS,
+    USER_POOL_ARN,
+    FakeRouter,
+    Reply,
+    beat_reply,
+    invoke,
+)
 
-START = {"user_id": "reader-1", "genre": "liminal", "premise": "The 3:07 to nowhere"}
+START = {"genre": "liminal", "premise": "The 3:07 to nowhere"}
 UNKNOWN_SESSION = "0badc0de-0000-4000-8000-00000000abcd"
 
 
@@ -59,9 +69,15 @@ Call = Callable[..., Reply]
 
 
 @pytest.fixture
-def call(handler: StoryHandler) -> Call:
+def reader(sign_in: Callable[[str], Reader]) -> Reader:
+    return sign_in("alice")
+
+
+@pytest.fixture
+def call(handler: StoryHandler, reader: Reader) -> Call:
+    """A request of the signed-in `reader`."""
     return lambda method, path, body=None, headers=None: invoke(
-        handler, method, path, body, headers
+        handler, method, path, body, headers, claims=reader.claims
     )
 
 
@@ -271,15 +287,9 @@ LONG = "x" * 1001
 @pytest.mark.parametrize(
     ("body", "code", "field"),
     [
-        ({"genre": "liminal"}, "missing_field", "user_id"),
-        ({"user_id": "reader-1"}, "missing_field", "genre"),
+        ({"premise": "A ferry"}, "missing_field", "genre"),
         ({**START, "mood": "dark"}, "unknown_field", "mood"),
-        ({**START, "user_id": 42}, "invalid_type", "user_id"),
-        ({**START, "user_id": ""}, "invalid_length", "user_id"),
-        ({**START, "user_id": "u" * 129}, "invalid_length", "user_id"),
-        ({**START, "user_id": "reader 1"}, "invalid_format", "user_id"),
-        ({**START, "user_id": "reader-1\n"}, "invalid_format", "user_id"),
-        ({**START, "user_id": None}, "invalid_type", "user_id"),
+        ({**START, "user_id": "someone-else"}, "unknown_field", "user_id"),
         ({**START, "genre": "western"}, "invalid_value", "genre"),
         ({**START, "genre": ["liminal"]}, "invalid_type", "genre"),
         ({**START, "premise": ""}, "invalid_length", "premise"),
@@ -293,7 +303,7 @@ LONG = "x" * 1001
         ("null", "invalid_type", "body"),
         ('"text"', "invalid_type", "body"),
         ("{", "invalid_json", None),
-        ('{"user_id": "a", "genre": "liminal", "max_beats": NaN}', "invalid_json", None),
+        ('{"genre": "liminal", "max_beats": NaN}', "invalid_json", None),
         ("", "missing_body", None),
         ("   ", "missing_body", None),
         (b"\xff\xfe{", "invalid_json", None),
@@ -403,7 +413,7 @@ def test_base64_encoded_bodies_are_decoded(handler: StoryHandler) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("GET", "/stories", "POST"),
+        ("DELETE", "/stories", "GET, POST"),
         ("DELETE", f"/stories/{UNKNOWN_SESSION}", "GET"),
         ("PUT", f"/stories/{UNKNOWN_SESSION}/choices", "POST"),
         ("POST", "/health", "GET"),
@@ -447,12 +457,13 @@ def gateway_event(
     host: str = EXECUTE_API_HOST,
     body: str | None = None,
     headers: dict[str, str] | None = None,
+    claims: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A REST API proxy event as API Gateway sends it (the shape of AWS's documented example).
 
     `path` is what API Gateway puts in `path`; `client_path` the path the client sent
     (`requestContext.path`): with the stage on the execute-api host, with the base path
-    on a custom domain.
+    on a custom domain. `claims`: the Cognito authorizer's (default `READER_CLAIMS`).
     """
     template = resource.split("/")[1:]
     values = {
@@ -484,6 +495,7 @@ def gateway_event(
         "requestContext": {
             "accountId": "123456789012",
             "apiId": API_ID,
+            "authorizer": {"claims": dict(READER_CLAIMS if claims is None else claims)},
             "domainName": host,
             "domainPrefix": host.split(".")[0],
             "extendedRequestId": "c3R5bGUtZXh0ZW5kZWQ=",
@@ -570,7 +582,7 @@ def test_location_under_the_dev_server_has_no_prefix(call: Call) -> None:
 
 def api_document() -> dict[str, Any]:
     spec = yaml.safe_load(OPENAPI_PATH.read_text())
-    return api_definition(spec, "arn:aws:apigateway:test", "test")
+    return api_definition(spec, "arn:aws:apigateway:test", "test", user_pool_arns=[USER_POOL_ARN])
 
 
 def gateway_mock_405(path: str) -> tuple[str, dict[str, Any]]:
@@ -608,8 +620,8 @@ def test_405_comes_before_the_session_id_and_the_body_are_read(call: Call) -> No
 def test_unknown_route_lists_the_routes(call: Call) -> None:
     reply = call("GET", "/stories/x/y/z")
     assert reply.body["error"]["message"] == (
-        "No route GET /stories/x/y/z; the API has POST /stories, GET /stories/{session_id}, "
-        "POST /stories/{session_id}/choices, GET /health."
+        "No route GET /stories/x/y/z; the API has GET /stories, POST /stories, "
+        "GET /stories/{session_id}, POST /stories/{session_id}/choices, GET /health."
     )
 
 

@@ -23,7 +23,7 @@ from lambdas.story_generator.circuit import (
     MemoryCircuitStore,
 )
 from lambdas.story_generator.generation import GenerationRequest, Message
-from lambdas.story_generator.providers import Completion, FailureKind
+from lambdas.story_generator.providers import Completion, FailureCategory, FailureKind
 from lambdas.story_generator.router import Router
 from lambdas.story_generator.settings import RouterSettings
 from tests.lambdas.fake_providers import FakeClock, FakeProvider, router_for
@@ -75,6 +75,26 @@ def test_a_circuit_opens_at_the_threshold_of_consecutive_failures() -> None:
 
     assert not circuit.allow("p")
     assert circuit.states() == {"p": CircuitState.OPEN}
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        kind
+        for kind in FailureKind
+        if kind.category not in {FailureCategory.UNHEALTHY, FailureCategory.MISCONFIGURED}
+    ],
+)
+def test_failures_that_are_not_the_providers_own_never_count(kind: FailureKind) -> None:
+    store = MemoryCircuitStore()
+    circuit = breaker(store, FakeClock())
+
+    fail(circuit, 10, kind)
+
+    assert circuit.allow("p") and circuit.states() == {"p": CircuitState.CLOSED}
+    assert store.load(["p"]) == {"p": CircuitRecord()}, (
+        f"{kind.value}: a request (or our bug) caused it; one reader must not open the circuit"
+    )
 
 
 def test_a_success_resets_the_consecutive_count() -> None:
@@ -227,6 +247,48 @@ def test_only_one_container_wins_the_half_open_probe(
     clock.advance(31)
 
     assert [first.allow("p"), second.allow("p")] == [True, False]
+
+
+@pytest.mark.parametrize("where", ["memory", "dynamodb"])
+def test_a_probe_given_back_is_free_for_any_container(
+    where: str, request: pytest.FixtureRequest
+) -> None:
+    clock = FakeClock()
+    if where == "memory":
+        store: MemoryCircuitStore | DynamoDBCircuitStore = MemoryCircuitStore()
+    else:
+        store = DynamoDBCircuitStore(
+            request.getfixturevalue("session_table"), request.getfixturevalue("dynamodb")
+        )
+    first, second = breaker(store, clock), breaker(store, clock)
+    fail(first, 3)
+    clock.advance(31)
+    assert first.allow("p") and not second.allow("p"), "the first holds the probe"
+
+    first.release_probe("p")
+    assert first.flush(5)
+
+    assert first.states() == {"p": CircuitState.HALF_OPEN}, "given back, not closed"
+    clock.advance(2.1)  # the second container's cached view expires (circuit_cache_s)
+    assert second.allow("p"), "the next call, in any container, probes"
+    assert not first.allow("p"), "and holds it alone"
+
+
+def test_giving_back_a_probe_frees_only_the_one_claimed() -> None:
+    clock = FakeClock()
+    store = MemoryCircuitStore()
+    first, second = breaker(store, clock), breaker(store, clock)
+    fail(first, 3)
+    clock.advance(31)
+    assert first.allow("p")
+    clock.advance(26)  # the probe lapsed (deadline 25 s): the second takes a new one
+    assert second.allow("p")
+
+    store.release_probe("p", until=clock.now - 26 + 25)
+
+    assert store.load(["p"])["p"].probe_until == pytest.approx(clock.now + 25), (
+        "a stale release leaves the new probe alone"
+    )
 
 
 def test_the_cache_saves_reads_for_circuit_cache_s() -> None:

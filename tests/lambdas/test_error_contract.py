@@ -30,6 +30,7 @@ import yaml
 from components.api_definition import ANY_METHOD, GATEWAY_RESPONSES_KEY, api_definition
 from components.lambda_code import LAMBDAS_DIR
 from lambdas.story_generator import errors
+from tests.lambdas.story_doubles import USER_POOL_ARN
 
 REPO = LAMBDAS_DIR.parent
 OPENAPI = LAMBDAS_DIR / "story_generator" / "openapi.yaml"
@@ -116,7 +117,9 @@ def api_gateway_codes() -> Iterator[Found]:
     for kind, response in DOCUMENT[GATEWAY_RESPONSES_KEY].items():
         code, status = gateway_response_code(kind, response)
         yield Found("api-gateway", code, status, f"openapi.yaml {GATEWAY_RESPONSES_KEY}.{kind}")
-    definition = api_definition(DOCUMENT, "arn:aws:apigateway:test", "test")
+    definition = api_definition(
+        DOCUMENT, "arn:aws:apigateway:test", "test", user_pool_arns=[USER_POOL_ARN]
+    )
     for path, item in definition["paths"].items():
         answer = item[ANY_METHOD]["x-amazon-apigateway-integration"]["responses"]["default"]
         body = json.loads(answer["responseTemplates"]["application/json"])

@@ -19,9 +19,18 @@ from lambdas.story_generator.events import (
 from lambdas.story_generator.handler import StoryHandler, build_handler
 from lambdas.story_generator.settings import load_settings
 from tests.lambdas.aws_fixtures import EventBus
-from tests.lambdas.story_doubles import FakeRouter, beat_reply, invoke, make_beat, make_session
+from tests.lambdas.story_doubles import (
+    READER,
+    FakeRouter,
+    beat_reply,
+    invoke,
+    make_beat,
+    make_session,
+)
 
-START = {"user_id": "reader-1", "genre": "horror"}
+START = {"genre": "horror"}
+# What a producer on the bus sends to start a story for a reader.
+START_DETAIL = {"action": "start", "reader_id": READER, **START}
 
 
 @pytest.fixture
@@ -83,7 +92,7 @@ def test_story_publishes_beat_choice_and_completion_events(
     choice, beat, completed = (event["detail"] for event in published)
     assert choice == {
         "session_id": session_id,
-        "user_id": "reader-1",
+        "user_id": READER,
         "beat": 0,
         "choice": 2,
         "choice_text": "Option 3",
@@ -91,7 +100,7 @@ def test_story_publishes_beat_choice_and_completion_events(
     assert beat["beat"]["ending"] is True
     assert completed == {
         "session_id": session_id,
-        "user_id": "reader-1",
+        "user_id": READER,
         "genre": "horror",
         "beats": 2,
     }
@@ -166,7 +175,7 @@ def test_publishing_to_a_missing_bus_never_fails_the_request(
 
 
 def test_generation_requested_starts_a_story(handler: StoryHandler, event_bus: EventBus) -> None:
-    result = handler(requested({"action": "start", **START, "premise": "Fog"}), LocalContext())
+    result = handler(requested({**START_DETAIL, "premise": "Fog"}), LocalContext())
     assert result["status"] == "ok" and result["beat"] == 0
     session = invoke(handler, "GET", f"/stories/{result['session_id']}").body
     assert session["premise"] == "Fog" and len(session["beats"]) == 1
@@ -176,18 +185,18 @@ def test_generation_requested_starts_a_story(handler: StoryHandler, event_bus: E
 def test_redelivered_start_event_starts_one_story(
     handler: StoryHandler, router: FakeRouter
 ) -> None:
-    event = requested({"action": "start", **START})
+    event = requested({**START_DETAIL})
     first = handler(event, LocalContext())
     again = handler(event, LocalContext())
     assert first == again and len(router.requests) == 1, "the event id is the idempotency key"
-    keyed = {"action": "start", **START, "idempotency_key": "client-key"}
+    keyed = {**START_DETAIL, "idempotency_key": "client-key"}
     one = handler(requested(keyed), LocalContext())
     other = handler(requested(keyed), LocalContext())
     assert one["session_id"] == other["session_id"], "an explicit key wins over the event id"
 
 
 def test_generation_requested_makes_a_choice(handler: StoryHandler) -> None:
-    started = handler(requested({"action": "start", **START}), LocalContext())
+    started = handler(requested({**START_DETAIL}), LocalContext())
     detail = {"action": "choose", "session_id": started["session_id"], "beat": 0, "choice": 1}
     result = handler(requested(detail), LocalContext())
     assert result == {"status": "ok", "session_id": started["session_id"], "beat": 1}
@@ -202,8 +211,11 @@ def test_generation_requested_makes_a_choice(handler: StoryHandler) -> None:
         {},
         {"action": "stop", **START},
         {"action": "start", "genre": "horror"},
-        {"action": "start", **START, "max_beats": 99},
-        {"action": "start", **START, "unknown": 1},
+        {**START_DETAIL, "max_beats": 99},
+        {**START_DETAIL, "unknown": 1},
+        {**START_DETAIL, "user_id": READER},
+        {**START_DETAIL, "reader_id": ""},
+        {**START_DETAIL, "reader_id": "idem#x"},
         {"action": "choose", "session_id": "circuit#mock", "beat": 0, "choice": 0},
         {"action": "choose", "session_id": str(uuid.uuid4()), "beat": 0, "choice": 0},
     ],
@@ -222,7 +234,7 @@ def test_provider_outage_is_raised_so_lambda_retries_the_event(
 ) -> None:
     router.fail = NoProviderAvailable({"fake": "timeout"}, retry_after_s=30)
     with pytest.raises(NoProviderAvailable):
-        handler(requested({"action": "start", **START}), LocalContext())
+        handler(requested({**START_DETAIL}), LocalContext())
 
 
 @pytest.mark.parametrize(
@@ -239,7 +251,7 @@ def test_provider_outage_is_raised_so_lambda_retries_the_event(
 def test_other_events_are_ignored(
     handler: StoryHandler, router: FakeRouter, event_bus: EventBus, envelope: dict[str, str]
 ) -> None:
-    result = handler(requested({"action": "start", **START}, **envelope), LocalContext())
+    result = handler(requested({**START_DETAIL}, **envelope), LocalContext())
     assert result == {"status": "ignored"}
     assert router.requests == [] and event_bus.published() == []
 
@@ -247,7 +259,7 @@ def test_other_events_are_ignored(
 def test_no_loop_published_events_fed_back_do_nothing(
     handler: StoryHandler, router: FakeRouter, event_bus: EventBus
 ) -> None:
-    started = handler(requested({"action": "start", **START, "max_beats": 3}), LocalContext())
+    started = handler(requested({**START_DETAIL, "max_beats": 3}), LocalContext())
     for beat in (0, 1):
         detail = {
             "action": "choose",
@@ -281,3 +293,19 @@ def test_story_events_follow_the_new_beat() -> None:
         PublishedDetailType.BEAT_GENERATED,
         PublishedDetailType.COMPLETED,
     ]
+
+
+def test_a_start_event_starts_the_story_of_its_reader(handler: StoryHandler) -> None:
+    result = handler(requested({**START_DETAIL, "reader_id": "reader-7"}), LocalContext())
+    path = f"/stories/{result['session_id']}"
+    assert invoke(handler, "GET", path, claims={"sub": "reader-7"}).status == 200
+    assert invoke(handler, "GET", path).status == 404, "it is reader-7's story only"
+
+
+def test_a_redelivered_start_is_one_story_per_reader(
+    handler: StoryHandler, router: FakeRouter
+) -> None:
+    event = requested(START_DETAIL)
+    other = {**event, "detail": {**START_DETAIL, "reader_id": "reader-7"}}
+    first, second = handler(event, LocalContext()), handler(other, LocalContext())
+    assert first["session_id"] != second["session_id"], "the event id is each reader's key"

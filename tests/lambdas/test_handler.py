@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -15,23 +16,33 @@ import pytest
 from components.lambda_code import LAMBDAS_DIR
 from lambdas.devserver import LocalContext, proxy_event
 from lambdas.story_generator import handler as handler_module
+from lambdas.story_generator.budget import DynamoDBReaderBudget, MemoryReaderBudget, NoBudget
 from lambdas.story_generator.settings import ConfigurationError, load_settings
-from tests.lambdas.story_doubles import invoke
+from tests.lambdas.story_doubles import READER_CLAIMS, FakeRouter, invoke
 
 
 @pytest.fixture
 def fresh_container(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """An empty per-container cache, as in a new Lambda container."""
-    for name in ("SESSION_TABLE_NAME", "AI_PROVIDER_CONFIG", "EVENTS_ENABLED"):
+    for name in (
+        "SESSION_TABLE_NAME",
+        "AI_PROVIDER_CONFIG",
+        "EVENTS_ENABLED",
+        "READER_BUDGET",
+        "CORS_ALLOWED_ORIGINS",
+    ):
         monkeypatch.delenv(name, raising=False)
     handler_module._container.cache_clear()
     yield
     handler_module._container.cache_clear()
 
 
-def api_event(method: str, path: str, body: object = None) -> dict[str, object]:
+def api_event(method: str, path: str, body: object = None) -> dict[str, Any]:
+    """A proxy event of the reader `READER`, as API Gateway's authorizer passes it."""
     data = b"" if body is None else json.dumps(body).encode()
-    return proxy_event(method, path, [("Content-Type", "application/json")], data)
+    event = proxy_event(method, path, [("Content-Type", "application/json")], data)
+    event["requestContext"]["authorizer"] = {"claims": dict(READER_CLAIMS)}
+    return event
 
 
 def test_lambda_handler_serves_the_api_from_the_environment(
@@ -39,7 +50,7 @@ def test_lambda_handler_serves_the_api_from_the_environment(
 ) -> None:
     monkeypatch.setenv("ENVIRONMENT", "staging")
     started = handler_module.lambda_handler(
-        api_event("POST", "/stories", {"user_id": "u1", "genre": "comedy"}), LocalContext()
+        api_event("POST", "/stories", {"genre": "comedy"}), LocalContext()
     )
     assert started["statusCode"] == 201
     session_id = json.loads(started["body"])["session_id"]
@@ -74,7 +85,7 @@ def test_events_of_other_shapes_are_ignored(
 
 def test_without_a_table_sessions_stay_in_memory() -> None:
     generator = handler_module.build_handler(load_settings({}))
-    reply = invoke(generator, "POST", "/stories", {"user_id": "u1", "genre": "comedy"})
+    reply = invoke(generator, "POST", "/stories", {"genre": "comedy"})
     assert reply.status == 201
     other = handler_module.build_handler(load_settings({}))
     assert invoke(other, "GET", f"/stories/{reply.body['session_id']}").status == 404, (
@@ -84,13 +95,71 @@ def test_without_a_table_sessions_stay_in_memory() -> None:
 
 def test_with_a_table_sessions_go_to_dynamodb(session_table: str) -> None:
     generator = handler_module.build_handler(load_settings({"SESSION_TABLE_NAME": session_table}))
-    reply = invoke(generator, "POST", "/stories", {"user_id": "u1", "genre": "comedy"})
+    reply = invoke(generator, "POST", "/stories", {"genre": "comedy"})
     items = boto3.client("dynamodb").query(
         TableName=session_table,
         KeyConditionExpression="session_id = :id",
         ExpressionAttributeValues={":id": {"S": reply.body["session_id"]}},
     )["Items"]
     assert len(items) == 2, "the header and the opening beat"
+
+
+@pytest.mark.parametrize(
+    ("environ", "kind"),
+    [
+        ({}, NoBudget),
+        ({"READER_BUDGET": '{"per_minute": 1, "per_day": 5}'}, MemoryReaderBudget),
+        (
+            {"READER_BUDGET": '{"per_minute": 1, "per_day": 5}', "SESSION_TABLE_NAME": "t"},
+            DynamoDBReaderBudget,
+        ),
+    ],
+)
+def test_the_reader_budget_follows_the_environment(
+    aws: None, environ: dict[str, str], kind: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[object] = []
+    original = handler_module.StoryService
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        built.append(kwargs["budget"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(handler_module, "StoryService", recording)
+    handler_module.build_handler(load_settings(environ))
+    assert isinstance(built[0], kind)
+
+
+def test_the_budget_refuses_generations_over_the_limit(session_table: str) -> None:
+    settings = load_settings(
+        {"SESSION_TABLE_NAME": session_table, "READER_BUDGET": '{"per_minute": 2, "per_day": 9}'}
+    )
+    handler = handler_module.build_handler(settings, generator=FakeRouter())
+    session_id = invoke(handler, "POST", "/stories", {"genre": "comedy"}).body["session_id"]
+    path = f"/stories/{session_id}/choices"
+    assert invoke(handler, "POST", path, {"beat": 0, "choice": 0}).status == 200
+    assert invoke(handler, "POST", path, {"beat": 0, "choice": 0}).status == 200, (
+        "a replay is not charged"
+    )
+    refused = invoke(handler, "POST", path, {"beat": 1, "choice": 0})
+    assert (refused.status, refused.body["error"]["code"]) == (429, "generation_budget_exceeded")
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert invoke(handler, "GET", f"/stories/{session_id}").status == 200, "reading is free"
+    other = invoke(handler, "POST", "/stories", {"genre": "comedy"}, claims={"sub": "r2"})
+    assert other.status == 201, "each reader has a budget of their own"
+    assert invoke(handler, "POST", path, {"beat": 1, "choice": 0}).status == 429, (
+        "the refused choice was not written: the session is as it was"
+    )
+
+
+def test_cors_allowed_origins_reach_every_response(
+    fresh_container: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CORS_ALLOWED_ORIGINS", '["https://reader.example.com"]')
+    event = api_event("GET", "/health")
+    event["headers"]["Origin"] = "https://reader.example.com"
+    result = handler_module.lambda_handler(event, LocalContext())
+    assert result["headers"]["Access-Control-Allow-Origin"] == "https://reader.example.com"
 
 
 def run_deployed(code: str, **environ: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,18 @@ from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate as validate_spec
 
 from lambdas.story_generator import api
-from lambdas.story_generator.errors import NoProviderAvailable
+from lambdas.story_generator.errors import GenerationBudgetExceeded, NoProviderAvailable
 from lambdas.story_generator.handler import StoryHandler, build_handler
 from lambdas.story_generator.sessions import SESSION_ID_PATTERN
 from lambdas.story_generator.settings import load_settings
-from lambdas.story_generator.story import CHOICE_SCHEMA, IDEMPOTENCY_KEY_SCHEMA, START_STORY_SCHEMA
-from tests.lambdas.story_doubles import FakeRouter, Reply, invoke
+from lambdas.story_generator.story import (
+    CHOICE_SCHEMA,
+    CURSOR_SCHEMA,
+    IDEMPOTENCY_KEY_SCHEMA,
+    LIST_LIMIT_SCHEMA,
+    START_STORY_SCHEMA,
+)
+from tests.lambdas.story_doubles import FakeRouter, Gate, RecordingBudget, Reply, invoke
 
 DOCUMENT_PATH = Path(api.__file__).with_name("openapi.yaml")
 DOCUMENT: dict[str, Any] = yaml.safe_load(DOCUMENT_PATH.read_text())
@@ -96,13 +103,30 @@ def test_request_schemas_are_the_ones_the_lambda_validates_with() -> None:
     schemas = DOCUMENT["components"]["schemas"]
     assert schemas["StartStoryRequest"] == START_STORY_SCHEMA
     assert schemas["ChoiceRequest"] == CHOICE_SCHEMA
+    schemas_of = {
+        ("path", "session_id"): {"type": "string", "pattern": SESSION_ID_PATTERN},
+        ("header", api.IDEMPOTENCY_HEADER): IDEMPOTENCY_KEY_SCHEMA,
+        ("query", "limit"): LIST_LIMIT_SCHEMA,
+        ("query", "cursor"): CURSOR_SCHEMA,
+    }
     for method, path, operation in operations():
         for parameter in operation.get("parameters", []):
-            if parameter["name"] == "session_id":
-                assert parameter["schema"]["pattern"] == SESSION_ID_PATTERN, (method, path)
-            else:
-                assert parameter["name"] == api.IDEMPOTENCY_HEADER, (method, path)
-                assert parameter["schema"] == IDEMPOTENCY_KEY_SCHEMA
+            where = (parameter["in"], parameter["name"])
+            assert where in schemas_of, (method, path, where)
+            assert parameter["schema"] == schemas_of[where], (method, path, where)
+
+
+def test_every_story_operation_requires_a_readers_token_and_health_none() -> None:
+    scheme = DOCUMENT["components"]["securitySchemes"]["readers"]
+    assert (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) == ("http", "bearer", "JWT")
+    assert "security" not in DOCUMENT, "each operation says what it requires"
+    for method, path, operation in operations():
+        if path == "/health":
+            assert "security" not in operation, "GET /health stays open"
+            assert "401" not in operation["responses"]
+        else:
+            assert operation["security"] == [{"readers": []}], (method, path)
+            assert "401" in operation["responses"], (method, path)
 
 
 def walk_schemas(node: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -156,7 +180,7 @@ def test_every_route_of_the_handler_is_documented(handlers: dict[str, StoryHandl
 
 # --- requests derived from the schemas ----------------------------------------------------
 
-CANDIDATE_STRINGS = ["reader-1", "A", "x" * 20]
+CANDIDATE_STRINGS = ["A", "x" * 20]
 
 
 def valid_instance(schema: dict[str, Any]) -> Any:
@@ -238,8 +262,9 @@ def conforms(operation_id: str, reply: Reply) -> None:
     response = documented[str(reply.status)]
     schema = response["content"]["application/json"]["schema"]
     OAS30Validator(schema).validate(reply.body)
-    for header in response.get("headers", {}):
-        assert header in reply.headers, f"{reply.status} must carry {header}"
+    for header, declared in response.get("headers", {}).items():
+        if declared.get("required"):
+            assert header in reply.headers, f"{reply.status} must carry {header}"
 
 
 def start(handler: StoryHandler, body: Any = None, headers: Any = None) -> Reply:
@@ -274,11 +299,12 @@ def test_start_story_error_statuses_conform(
     conforms("startStory", invoke(handlers["real"], "POST", "/stories", "{" * 9000))
     conforms("startStory", invoke(handlers["real"], "POST", "/stories", "{"))
     start(handlers["real"], headers={"Idempotency-Key": "k"})
-    reused = start(
-        handlers["real"], {"user_id": "reader-1", "genre": "horror"}, {"Idempotency-Key": "k"}
-    )
+    reused = start(handlers["real"], {"genre": "horror"}, {"Idempotency-Key": "k"})
     assert reused.status == 409
     conforms("startStory", reused)
+    anonymous = invoke(handlers["real"], "POST", "/stories", {"genre": "horror"}, claims=None)
+    assert anonymous.status == 401
+    conforms("startStory", anonymous)
     router.fail = NoProviderAvailable({"fake": "throttled"}, retry_after_s=3)
     unavailable = start(handlers["faked"])
     assert unavailable.status == 503
@@ -291,7 +317,7 @@ def test_start_story_error_statuses_conform(
 
 @pytest.fixture
 def session_id(handlers: dict[str, StoryHandler]) -> str:
-    reply = start(handlers["faked"], {"user_id": "reader-1", "genre": "liminal"})
+    reply = start(handlers["faked"], {"genre": "liminal"})
     return str(reply.body["session_id"])
 
 
@@ -351,6 +377,55 @@ def test_get_story_conforms(handlers: dict[str, StoryHandler], session_id: str) 
         reply = invoke(handlers["real"], "GET", target)
         assert reply.status == status, reply.body
         conforms("getStory", reply)
+    for claims, status in [({"sub": "another-reader"}, 404), (None, 401)]:
+        reply = invoke(handlers["real"], "GET", f"/stories/{session_id}", claims=claims)
+        assert reply.status == status, reply.body
+        conforms("getStory", reply)
+
+
+def test_list_stories_conforms(handlers: dict[str, StoryHandler], session_id: str) -> None:
+    start(handlers["faked"], {"genre": "horror", "premise": "A ferry", "max_beats": 3})
+    first = invoke(handlers["real"], "GET", "/stories?limit=1")
+    assert first.status == 200 and isinstance(first.body["next_cursor"], str)
+    conforms("listStories", first)
+    last = invoke(handlers["real"], "GET", f"/stories?cursor={first.body['next_cursor']}")
+    assert last.status == 200 and last.body["next_cursor"] is None
+    conforms("listStories", last)
+    for target, status in [("/stories?limit=0", 400), ("/stories?cursor=e30", 400)]:
+        reply = invoke(handlers["real"], "GET", target)
+        assert reply.status == status, reply.body
+        conforms("listStories", reply)
+    anonymous = invoke(handlers["real"], "GET", "/stories", claims=None)
+    assert anonymous.status == 401
+    conforms("listStories", anonymous)
+
+
+def test_in_progress_and_budget_refusals_conform(
+    session_table: str, router: FakeRouter, session_id: str
+) -> None:
+    budget = RecordingBudget()
+    handler = build_handler(
+        load_settings({"SESSION_TABLE_NAME": session_table}), generator=router, budget=budget
+    )
+    gate = Gate()
+    router.before_reply = gate
+    path = f"/stories/{session_id}/choices"
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(invoke, handler, "POST", path, {"beat": 0, "choice": 0})
+        assert gate.entered.wait(10)
+        busy = invoke(handler, "POST", path, {"beat": 0, "choice": 0})
+        gate.open()
+        assert first.result(timeout=10).status == 200
+    assert (busy.status, busy.body["error"]["code"]) == (409, "request_in_progress")
+    conforms("makeChoice", busy)
+    budget.refuse = GenerationBudgetExceeded(retry_after_s=30)
+    for operation, target, body in [
+        ("makeChoice", path, {"beat": 1, "choice": 0}),
+        ("startStory", "/stories", {"genre": "horror"}),
+    ]:
+        refused = invoke(handler, "POST", target, body)
+        assert refused.status == 429, refused.body
+        conforms(operation, refused)
 
 
 def test_get_health_conforms(handlers: dict[str, StoryHandler]) -> None:

@@ -6,6 +6,7 @@ the right `FailureKind`: the router decides from the kind alone.
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -200,7 +201,7 @@ def test_a_server_that_never_answers_is_a_timeout(fake_provider: MakeFake, kind:
         ("openai", FailureKind.CONNECTION),
         ("anthropic", FailureKind.CONNECTION),
         # botocore reads the truncated body without complaint; its parser then finds no output.
-        ("bedrock", FailureKind.MALFORMED),
+        ("bedrock", FailureKind.INVALID_RESPONSE),
     ],
 )
 def test_a_connection_closed_mid_reply_is_unhealthy(
@@ -228,12 +229,118 @@ def test_a_refused_connection_is_a_connection_failure(fake_provider: MakeFake, k
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "bedrock"])
 @pytest.mark.parametrize("body", [b"<html>gateway</html>", b'{"unexpected": true}'])
-def test_a_200_reply_that_is_not_the_api_format_is_malformed(
+def test_a_200_reply_that_is_not_the_api_format_is_the_providers_failure(
     fake_provider: MakeFake, kind: Kind, body: bytes
 ) -> None:
     fake = fake_provider(kind).send(200, body)
 
-    assert failure_of(client(fake)).kind is FailureKind.MALFORMED
+    error = failure_of(client(fake))
+
+    assert error.kind is FailureKind.INVALID_RESPONSE
+    assert error.kind.category is FailureCategory.UNHEALTHY, "no prompt makes the API's format"
+
+
+CONTENT_FILTERED: list[tuple[Kind, dict[str, Any]]] = [
+    (
+        "openai",
+        {
+            "choices": [
+                {
+                    "message": {"role": "assistant", "content": None},
+                    "finish_reason": "content_filter",
+                }
+            ]
+        },
+    ),
+    (
+        "openai",
+        {
+            "choices": [
+                {
+                    "message": {"role": "assistant", "content": None, "refusal": "I can't."},
+                    "finish_reason": "stop",
+                }
+            ]
+        },
+    ),
+    ("anthropic", {"content": [], "stop_reason": "refusal"}),
+    ("bedrock", {"output": {"message": {"content": []}}, "stopReason": "content_filtered"}),
+    (
+        "bedrock",
+        {
+            "output": {"message": {"content": [{"text": "Blocked."}]}},
+            "stopReason": "guardrail_intervened",
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "reply"),
+    CONTENT_FILTERED,
+    ids=["openai-content-filter", "openai-refusal", "anthropic", "bedrock", "bedrock-guardrail"],
+)
+def test_content_filtering_is_the_requests_failure(
+    fake_provider: MakeFake, kind: Kind, reply: dict[str, Any]
+) -> None:
+    fake = fake_provider(kind).send(200, json.dumps(reply).encode())
+
+    error = failure_of(client(fake))
+
+    assert error.kind is FailureKind.CONTENT_FILTERED
+    assert error.kind.category is FailureCategory.REQUEST, "the prompt was filtered, not the API"
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "bedrock", None], ids=str)
+@pytest.mark.parametrize("where", ["system", "message"])
+def test_a_prompt_with_a_lone_surrogate_is_refused_before_it_is_sent(
+    fake_provider: MakeFake, kind: Kind | None, where: str
+) -> None:
+    fake = None if kind is None else fake_provider(kind)
+    mock = {"name": "m", "kind": "mock", "priority": 1}
+    (provider,) = build_providers(settings_for(fake.entry() if fake else mock))
+    bad = "Premise: \ud800 (a lone surrogate)"
+    request = (
+        GenerationRequest(bad, REQUEST.messages)
+        if where == "system"
+        else GenerationRequest("You narrate.", (Message("user", bad),))
+    )
+
+    with pytest.raises(ProviderError) as raised:
+        provider.complete(request, 5.0)
+
+    assert raised.value.kind is FailureKind.UNENCODABLE
+    assert raised.value.kind.category is FailureCategory.REQUEST
+    assert fake is None or fake.requests == [], (
+        "sent escaped, the provider would judge it, maybe with a 500 that opens the circuit"
+    )
+
+
+def test_non_ascii_text_is_sent_as_utf_8(fake_openai: FakeProvider) -> None:
+    request = GenerationRequest("", (Message("user", "Le quai, la nuit \u2014 \U0001f687"),))
+
+    client(fake_openai).complete(request, 5.0)
+
+    assert fake_openai.requests[0].body["messages"][0]["content"] == request.messages[0].text
+
+
+def test_every_failure_kind_has_a_category_and_only_the_providers_own_count() -> None:
+    counted = {
+        kind
+        for kind in FailureKind
+        if kind.category in {FailureCategory.UNHEALTHY, FailureCategory.MISCONFIGURED}
+    }
+    assert counted == {
+        FailureKind.TIMEOUT,
+        FailureKind.CONNECTION,
+        FailureKind.THROTTLED,
+        FailureKind.UNAVAILABLE,
+        FailureKind.INVALID_RESPONSE,
+        FailureKind.UNAUTHORIZED,
+        FailureKind.MODEL_NOT_FOUND,
+        FailureKind.QUOTA_EXHAUSTED,
+        FailureKind.UNSUPPORTED_PARAMETER,
+    }, "a failure a request can provoke must never count towards a shared circuit"
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "bedrock"])

@@ -88,9 +88,41 @@ FAILURES: dict[str, dict[Kind, Callable[[FakeProvider], object]]] = {
     "closed-mid-reply": dict.fromkeys(
         ("openai", "anthropic", "bedrock"), lambda f: f.close_mid_reply()
     ),
+    "not-the-api-format": dict.fromkeys(
+        ("openai", "anthropic", "bedrock"), lambda f: f.send(200, b"<html>proxy</html>")
+    ),
+    "bad-request": {
+        "openai": lambda fake: fake.fail(400, "invalid_request_error", "Invalid input"),
+        "anthropic": lambda fake: fake.fail(400, "invalid_request_error", "messages: bad text"),
+        "bedrock": lambda fake: fake.fail(400, "ValidationException", "Malformed input request"),
+    },
+    "content-filtered": {
+        "openai": lambda fake: fake.send(200, openai_reply("", finish_reason="content_filter")),
+        "anthropic": lambda fake: fake.send(200, anthropic_reply("", stop_reason="refusal")),
+        "bedrock": lambda fake: fake.send(
+            200, bedrock_reply("", stop_reason="guardrail_intervened")
+        ),
+    },
 }
-UNHEALTHY = ["server-error", "throttled", "truncated", "empty", "malformed", "closed-mid-reply"]
+UNHEALTHY = ["server-error", "throttled", "closed-mid-reply", "not-the-api-format"]
 MISCONFIGURED = ["unauthorized", "model-not-found", "quota"]
+# Caused by the request: a provider that works answered this prompt with nothing usable.
+REQUEST_CAUSED = ["truncated", "empty", "malformed", "bad-request", "content-filtered", "context"]
+
+
+def openai_reply(text: str, *, finish_reason: str) -> bytes:
+    choice = {"message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
+    return json.dumps({"choices": [choice], "usage": {}}).encode()
+
+
+def anthropic_reply(text: str, *, stop_reason: str) -> bytes:
+    content = [{"type": "text", "text": text}] if text else []
+    return json.dumps({"content": content, "stop_reason": stop_reason, "usage": {}}).encode()
+
+
+def bedrock_reply(text: str, *, stop_reason: str) -> bytes:
+    message = {"role": "assistant", "content": [{"text": text}] if text else []}
+    return json.dumps({"output": {"message": message}, "stopReason": stop_reason}).encode()
 
 
 def cases(*failures: str) -> list[Any]:
@@ -158,107 +190,140 @@ def test_a_misconfigured_provider_is_skipped_for_the_longer_cooldown(
     assert generation.provider == "mock"
 
 
-@pytest.mark.parametrize("kind", ["openai", "anthropic", "bedrock"])
-def test_a_prompt_too_long_for_one_provider_leaves_its_circuit_alone(
-    fake_provider: MakeFake, kind: Kind
+@pytest.mark.parametrize(("failure", "kind"), cases(*REQUEST_CAUSED))
+def test_a_failure_the_request_caused_never_counts_towards_the_circuit(
+    fake_provider: MakeFake, failure: str, kind: Kind
 ) -> None:
-    fake = failing(fake_provider, "context", kind)
+    fake = failing(fake_provider, failure, kind)
     store = MemoryCircuitStore()
-    router = router_for(fake.entry(), MOCK, store=store)
+    router = router_for(fake.entry(), MOCK, store=store, router={"circuit_failure_threshold": 2})
+
+    answered_by = [router.generate(REQUEST, accept_json)[1].provider for _ in range(5)]
+
+    assert answered_by == ["mock"] * 5, "each request fell back to the next provider"
+    assert len(fake.requests) == 5, "still called: its circuit never opened"
+    assert record(router, store, kind) == CircuitRecord(), (
+        "the provider works; this request provoked the failure, and counting it would let "
+        "one reader open a circuit every reader shares"
+    )
+
+
+def test_a_prompt_that_cannot_be_encoded_fails_before_any_provider_is_called(
+    fake_provider: MakeFake,
+) -> None:
+    fakes = [fake_provider(kind) for kind in ("openai", "anthropic", "bedrock")]
+    store = MemoryCircuitStore()
+    router = router_for(
+        *(fake.entry(priority=i + 1) for i, fake in enumerate(fakes)),
+        {**MOCK, "priority": 4},
+        store=store,
+        router={"circuit_failure_threshold": 1},
+    )
+    lone_surrogate = GenerationRequest("You narrate.", (Message("user", "Premise: \ud800"),))
+
+    with pytest.raises(BadRequest) as raised:
+        router.generate(lone_surrogate, accept_json)
+
+    assert raised.value.code == "rejected_by_providers"
+    assert raised.value.details["providers"] == dict.fromkeys(
+        ("openai", "anthropic", "bedrock", "mock"), "unencodable"
+    )
+    assert [len(fake.requests) for fake in fakes] == [0, 0, 0], "refused before sending"
+    assert router.circuit.flush(5)
+    assert store.load(["openai", "mock"]) == {"openai": CircuitRecord(), "mock": CircuitRecord()}
+
+
+def test_an_encoding_error_raised_inside_a_client_is_the_requests_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = MemoryCircuitStore()
+    router = router_for(
+        {"name": "first", "kind": "mock", "priority": 1},
+        MOCK,
+        store=store,
+        router={"circuit_failure_threshold": 1},
+    )
+
+    def encodes(request: GenerationRequest, timeout_s: float) -> Completion:
+        "\ud800".encode()  # as an SDK serialising the payload would
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(router.providers[0], "complete", encodes)
+
+    _, generation = router.generate(REQUEST, accept_json)
+
+    assert generation.provider == "mock"
+    assert record(router, store, "first") == CircuitRecord(), "UnicodeEncodeError: not counted"
+
+
+def half_open(fake: FakeProvider, clock: FakeClock, store: MemoryCircuitStore) -> Router:
+    """A router whose `fake` primary failed once (threshold 1) and has cooled down."""
+    router = router_for(
+        fake.entry(),
+        MOCK,
+        store=store,
+        clock=clock,
+        router={"circuit_failure_threshold": 1, "circuit_cooldown_s": 30},
+    )
+    fake.fail(503, "", "Down", times=1)
+    router.generate(REQUEST, accept_json)
+    assert router.circuit_states()["openai"] is CircuitState.OPEN
+    clock.advance(31)
+    return router
+
+
+def test_a_probe_the_model_answers_unusably_closes_the_circuit(fake_openai: FakeProvider) -> None:
+    store = MemoryCircuitStore()
+    router = half_open(fake_openai, FakeClock(), store)
+    fake_openai.reply("Not JSON at all", times=1)
+
+    _, generation = router.generate(REQUEST, accept_json)  # the probe: a malformed reply
+
+    assert generation.provider == "mock"
+    assert router.circuit_states()["openai"] is CircuitState.CLOSED, (
+        "the model wrote a reply: its generation works"
+    )
+    assert record(router, store, "openai") == CircuitRecord()
+    assert router.generate(REQUEST, accept_json)[1].provider == "openai"
+
+
+def test_a_probe_refused_as_a_bad_request_is_given_back_to_the_next_call(
+    fake_openai: FakeProvider,
+) -> None:
+    store = MemoryCircuitStore()
+    router = half_open(fake_openai, FakeClock(), store)
+    fake_openai.fail(400, "invalid_request_error", "Invalid input", times=1)
+
+    _, refused = router.generate(REQUEST, accept_json)  # the probe: this request's 400
+    state = router.circuit_states()["openai"]
+    _, probed = router.generate(REQUEST, accept_json)
+
+    assert refused.provider == "mock"
+    assert state is CircuitState.HALF_OPEN, "a 400 says nothing of generation: not closed"
+    assert probed.provider == "openai", (
+        "the probe was given back: kept until it lapsed, a reader sending such requests "
+        "could hold it and keep the circuit from closing"
+    )
+    assert router.circuit_states()["openai"] is CircuitState.CLOSED
+
+
+def test_bad_requests_between_failures_do_not_keep_a_failing_circuit_closed(
+    fake_openai: FakeProvider,
+) -> None:
+    store = MemoryCircuitStore()
+    router = router_for(fake_openai.entry(), MOCK, store=store)
+    for _ in range(2):
+        fake_openai.fail(503, "", "Down", times=1)
+        router.generate(REQUEST, accept_json)
+        fake_openai.fail(400, "invalid_request_error", "Invalid input", times=1)
+        router.generate(REQUEST, accept_json)
+    fake_openai.fail(503, "", "Down", times=1)
 
     router.generate(REQUEST, accept_json)
 
-    assert record(router, store, kind) == CircuitRecord(), "healthy; the prompt was long"
-
-
-def test_the_first_provider_answers_when_it_is_healthy(
-    fake_openai: FakeProvider, capsys: pytest.CaptureFixture[str]
-) -> None:
-    fake_openai.reply(BEAT, input_tokens=1000, output_tokens=500)
-
-    beat, generation = router_for(fake_openai.entry(), MOCK).generate(REQUEST, accept_json)
-
-    assert beat == json.loads(BEAT)
-    assert (generation.provider, generation.model, generation.fallback) == (
-        "openai",
-        "gpt-test",
-        False,
-    )
-    assert (generation.input_tokens, generation.output_tokens) == (1000, 500)
-    assert generation.cost_usd == pytest.approx(0.003 + 0.0075)
-    (document,) = emf_documents(capsys.readouterr().out)
-    assert (document["Success"], document["Failure"], document["Fallback"]) == ([1.0], [0.0], [0.0])
-
-
-def test_a_hanging_provider_costs_only_its_timeout(
-    fake_openai: FakeProvider, fake_anthropic: FakeProvider
-) -> None:
-    fake_openai.hang()
-    store = MemoryCircuitStore()
-    router = router_for(
-        fake_openai.entry(timeout_s=0.5), fake_anthropic.entry(priority=2), store=store
-    )
-
-    started = time.monotonic()
-    _, generation = router.generate(REQUEST, accept_json)
-
-    assert time.monotonic() - started < 5, "the hang cost its 0.5 s timeout, not more"
-    assert generation.provider == "anthropic" and generation.fallback
-    assert record(router, store, "openai").last_failure == "timeout"
-    assert len(fake_openai.requests) == 1, "a timeout is never retried on the same provider"
-
-
-def test_a_provider_dribbling_bytes_is_abandoned_at_its_timeout(
-    fake_openai: FakeProvider, fake_anthropic: FakeProvider
-) -> None:
-    # Each byte arrives well within the socket timeout: only the worker thread's deadline helps.
-    fake_openai.dribble()
-    router = router_for(fake_openai.entry(timeout_s=0.5), fake_anthropic.entry(priority=2))
-
-    started = time.monotonic()
-    _, generation = router.generate(REQUEST, accept_json)
-
-    assert time.monotonic() - started < 5
-    assert generation.provider == "anthropic"
-
-
-def test_the_whole_call_holds_its_deadline(fake_provider: MakeFake) -> None:
-    fakes = [fake_provider(kind).hang() for kind in ("openai", "anthropic", "bedrock")]
-    entries = [fake.entry(priority=i + 1, timeout_s=20) for i, fake in enumerate(fakes)]
-    router = router_for(*entries, router={"deadline_s": 1.0})
-
-    started = time.monotonic()
-    with pytest.raises(NoProviderAvailable) as raised:
-        router.generate(REQUEST, accept_json)
-
-    assert time.monotonic() - started < 5, "deadline 1 s: the 20 s timeouts were cut short"
-    assert raised.value.failures == {
-        "openai": "timeout",
-        "anthropic": "deadline_exceeded",
-        "bedrock": "deadline_exceeded",
-    }
-
-
-def test_a_slow_success_after_a_slow_failure_is_kept(
-    fake_openai: FakeProvider, fake_anthropic: FakeProvider, capsys: pytest.CaptureFixture[str]
-) -> None:
-    fake_openai.fail(503, "", "Overloaded", delay_s=0.2)
-    fake_anthropic.reply(delay_s=0.2)
-    router = router_for(fake_openai.entry(), fake_anthropic.entry(priority=2))
-
-    _, generation = router.generate(REQUEST, accept_json)
-
-    assert generation.provider == "anthropic" and generation.fallback
-    failure, success = emf_documents(capsys.readouterr().out)
-    assert (failure["Provider"], failure["Failure"], failure["FailureKind"]) == (
-        "openai",
-        [1.0],
-        "unavailable",
-    )
-    assert (success["Provider"], success["Success"], success["Fallback"]) == (
-        "anthropic",
-        [1.0],
-        [1.0],
+    assert router.circuit_states()["openai"] is CircuitState.OPEN, (
+        "three failures, the 400s in between no success: one reader's 400s cannot hold the "
+        "circuit of a failing provider closed"
     )
 
 
@@ -432,6 +497,26 @@ def test_a_request_every_provider_rejects_is_a_400(
     assert raised.value.code == code, "retrying elsewhere cannot help: the reader must change it"
 
 
+def test_unusable_replies_from_every_provider_are_a_400_and_an_outage_a_503(
+    fake_openai: FakeProvider, fake_anthropic: FakeProvider
+) -> None:
+    fake_openai.reply("Once upon a time")
+    fake_anthropic.reply("  ")
+    router = router_for(fake_openai.entry(), fake_anthropic.entry(priority=2))
+
+    with pytest.raises(BadRequest) as rejected:
+        router.generate(REQUEST, accept_json)
+    fake_anthropic.fail(529, "overloaded_error", "Overloaded")
+    with pytest.raises(NoProviderAvailable) as unavailable:
+        router.generate(REQUEST, accept_json)
+
+    assert rejected.value.code == "rejected_by_providers"
+    assert rejected.value.details["providers"] == {"openai": "malformed", "anthropic": "empty"}
+    assert unavailable.value.failures == {"openai": "malformed", "anthropic": "unavailable"}, (
+        "one provider down: the request may well succeed later"
+    )
+
+
 def test_a_reply_the_caller_rejects_counts_its_tokens_and_moves_on(
     fake_openai: FakeProvider, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -483,7 +568,13 @@ def test_a_hedge_keeps_waiting_for_the_first_provider_when_the_second_fails(
 def test_an_unexpected_client_error_fails_that_attempt_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    router = router_for({"name": "first", "kind": "mock", "priority": 1}, MOCK)
+    store = MemoryCircuitStore()
+    router = router_for(
+        {"name": "first", "kind": "mock", "priority": 1},
+        MOCK,
+        store=store,
+        router={"circuit_failure_threshold": 1},
+    )
 
     def broken(*args: object) -> None:
         raise RuntimeError("bug")
@@ -493,6 +584,26 @@ def test_an_unexpected_client_error_fails_that_attempt_only(
     _, generation = router.generate(REQUEST, accept_json)
 
     assert generation.provider == "mock"
+    assert record(router, store, "first") == CircuitRecord(), (
+        "our bug says nothing of the provider, and an input that provokes it must not open "
+        "the circuit"
+    )
+
+
+def test_a_bug_in_every_client_is_a_503_not_the_readers_fault(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    router = router_for(MOCK)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(router.providers[0], "complete", broken)
+
+    with pytest.raises(NoProviderAvailable) as raised:
+        router.generate(REQUEST, accept_json)
+
+    assert raised.value.failures == {"mock": "client_error"}
 
 
 def test_circuit_states_are_reported_for_health(fake_openai: FakeProvider) -> None:

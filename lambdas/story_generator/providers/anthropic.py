@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..generation import GenerationRequest
 from ..settings import ProviderKind
-from .base import Completion, FailureKind, dig, joined_text, token_count
+from .base import Completion, FailureKind, ProviderError, dig, joined_text, token_count
 from .http import HttpProvider, JsonReply
 
 API_VERSION = "2023-06-01"
@@ -68,10 +68,16 @@ class AnthropicProvider(HttpProvider):
         return None, message
 
     def completion(self, body: dict[str, object]) -> Completion:
-        """The text blocks of `content`, `stop_reason` "max_tokens" when cut."""
+        """The text blocks of `content`, `stop_reason` "max_tokens" when cut.
+
+        `stop_reason` "refusal" is the model's safety classifier declining this prompt.
+        """
+        stop_reason = dig(body, "stop_reason")
+        if stop_reason == "refusal":
+            raise ProviderError(FailureKind.CONTENT_FILTERED, "stop_reason refusal")
         return Completion(
             text=joined_text(dig(body, "content")),
             input_tokens=token_count(body, "usage", "input_tokens"),
             output_tokens=token_count(body, "usage", "output_tokens"),
-            truncated=dig(body, "stop_reason") == "max_tokens",
+            truncated=stop_reason == "max_tokens",
         )

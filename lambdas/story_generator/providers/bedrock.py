@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any
 from ..clients import Lazy, aws_client
 from ..generation import GenerationRequest
 from ..settings import ProviderSettings
-from .base import Completion, FailureKind, ProviderError, dig, joined_text, token_count
+from .base import (
+    Completion,
+    FailureKind,
+    ProviderError,
+    check_encodable,
+    dig,
+    joined_text,
+    token_count,
+)
 from .http import retry_after_s, status_kind
 
 if TYPE_CHECKING:
@@ -48,8 +56,9 @@ _MODEL_MESSAGE = re.compile(
 _STOP_FAILURES = {
     "model_context_window_exceeded": FailureKind.CONTEXT_EXCEEDED,
     "malformed_model_output": FailureKind.MALFORMED,
-    "content_filtered": FailureKind.MALFORMED,
-    "guardrail_intervened": FailureKind.MALFORMED,
+    "malformed_tool_use": FailureKind.MALFORMED,
+    "content_filtered": FailureKind.CONTENT_FILTERED,
+    "guardrail_intervened": FailureKind.CONTENT_FILTERED,
 }
 
 
@@ -83,6 +92,7 @@ class BedrockProvider:
         """
         from botocore.exceptions import BotoCoreError, ClientError
 
+        check_encodable(request)
         settings = self._settings
         inference_config: dict[str, Any] = {"maxTokens": settings.max_tokens}
         if settings.temperature is not None:

@@ -60,10 +60,19 @@ def post_json(
     thread bounds the whole exchange (a server may dribble bytes forever).
     """
     try:
+        # UTF-8 rather than ASCII escapes: a lone surrogate then fails here, as this
+        # request's failure, instead of going out escaped for the provider to judge.
+        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ProviderError(
+            FailureKind.UNENCODABLE,
+            f"the request is not valid Unicode: {error.reason}",
+        ) from None
+    try:
         response = _POOL.request(
             "POST",
             url,
-            body=json.dumps(payload).encode(),
+            body=data,
             headers={**headers, "content-type": "application/json"},
             timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
             retries=False,
@@ -152,7 +161,7 @@ class HttpProvider(ABC):
             raise error
         if not isinstance(reply.body, dict):
             raise ProviderError(
-                FailureKind.MALFORMED, f"the reply is not a JSON object: {reply.text:.200}"
+                FailureKind.INVALID_RESPONSE, f"the reply is not a JSON object: {reply.text:.200}"
             )
         return self.completion(reply.body)
 

@@ -13,7 +13,7 @@ import json
 
 from ..generation import GenerationRequest
 from ..settings import ProviderSettings
-from .base import Completion
+from .base import Completion, check_encodable
 
 _PLACES = (
     "on a platform lit by a single flickering lamp",
@@ -44,7 +44,7 @@ _CHOICES = (
 
 
 class MockProvider:
-    """Writes a plausible beat from a hash of the prompt; never fails, never waits."""
+    """Writes a plausible beat from a hash of the prompt; never waits."""
 
     def __init__(self, settings: ProviderSettings) -> None:
         self._settings = settings
@@ -55,7 +55,11 @@ class MockProvider:
         return self._settings
 
     def complete(self, request: GenerationRequest, timeout_s: float) -> Completion:
-        """A beat JSON derived from the prompt (`timeout_s` is irrelevant offline)."""
+        """A beat JSON derived from the prompt (`timeout_s` is irrelevant offline).
+
+        Like the real clients, it refuses a prompt that is not Unicode text (UNENCODABLE).
+        """
+        check_encodable(request)
         prompt = "\n".join([request.system, *(f"{m.role}: {m.text}" for m in request.messages)])
         digest = hashlib.sha256(prompt.encode()).digest()
         place = _PLACES[digest[0] % len(_PLACES)]

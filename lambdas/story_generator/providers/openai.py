@@ -74,14 +74,26 @@ class OpenAIProvider(HttpProvider):
         return kind, message
 
     def completion(self, body: dict[str, object]) -> Completion:
-        """`choices[0].message.content`, `finish_reason` "length" when cut at max tokens."""
+        """`choices[0].message.content`, `finish_reason` "length" when cut at max tokens.
+
+        `finish_reason` "content_filter", or a `refusal` instead of content, is the
+        content filter's answer to this prompt.
+        """
         message = dig(body, "choices", 0, "message")
         if not isinstance(message, dict):
-            raise ProviderError(FailureKind.MALFORMED, f"no choices[0].message in {body!r:.200}")
+            raise ProviderError(
+                FailureKind.INVALID_RESPONSE, f"no choices[0].message in {body!r:.200}"
+            )
+        finish_reason = dig(body, "choices", 0, "finish_reason")
+        refusal = message.get("refusal")
+        if finish_reason == "content_filter" or (isinstance(refusal, str) and refusal):
+            raise ProviderError(
+                FailureKind.CONTENT_FILTERED, f"finish_reason {finish_reason}: {refusal!r:.200}"
+            )
         content = message.get("content")
         return Completion(
             text=content if isinstance(content, str) else "",
             input_tokens=token_count(body, "usage", "prompt_tokens"),
             output_tokens=token_count(body, "usage", "completion_tokens"),
-            truncated=dig(body, "choices", 0, "finish_reason") == "length",
+            truncated=finish_reason == "length",
         )
