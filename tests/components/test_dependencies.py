@@ -59,3 +59,22 @@ def test_the_program_and_the_tests_run_the_same_versions() -> None:
     runtime, dev = _pins("requirements.txt"), _pins("requirements-dev.txt")
     differing = {n: (v, dev.get(n)) for n, v in runtime.items() if dev.get(n) != v}
     assert differing == {}, "requirements-dev.txt must pin the program's packages alike"
+
+
+def test_the_program_imports_nothing_that_requirements_txt_lacks() -> None:
+    """`pulumi up` installs requirements.txt only: the program may share the Lambda's
+    stdlib-only modules (its settings and CORS rules), never its runtime's packages."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, runpy\n"
+        "from components.offline import run_stack\n"
+        "run_stack('production')\n"
+        "dev_only = ('aws_lambda_powertools', 'moto', 'boto3', 'pytest')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(dev_only)}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout
