@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from lambdas.story_generator.cors import ALLOWED_HEADERS, EXPOSED_HEADERS, MAX_AGE_S
+from lambdas.story_generator.cors import ALLOWED_HEADERS, ANY_ORIGIN, EXPOSED_HEADERS, MAX_AGE_S
 
 from .lambda_code import LAMBDAS_DIR
 
@@ -59,7 +59,7 @@ def _cors_template(origins: Sequence[str]) -> str:
     several allowed origins per request. API Gateway passes header names as the
     client sent them (HTTP/2 clients send them lower-case).
     """
-    if not origins or list(origins) == ["*"]:
+    if not origins or list(origins) == [ANY_ORIGIN]:
         return ""
     allowed = ", ".join(json.dumps(origin) for origin in origins)
     return (
@@ -71,89 +71,82 @@ def _cors_template(origins: Sequence[str]) -> str:
     )
 
 
-def _static_cors_headers(origins: Sequence[str], prefix: str) -> dict[str, str]:
-    headers = {f"{prefix}.Vary": "'Origin'"}
-    if list(origins) == ["*"]:
-        headers[f"{prefix}.Access-Control-Allow-Origin"] = "'*'"
-    return headers
-
-
-def _mock(status: int, headers: dict[str, str], template: str) -> dict[str, Any]:
-    """A mock integration answering ``status`` with ``headers`` (mapping values) and a body."""
+def _mock_operation(
+    summary: str,
+    status: int,
+    description: str,
+    headers: dict[str, str],
+    body: str,
+    origins: Sequence[str],
+) -> dict[str, Any]:
+    """An operation answered by API Gateway itself (a mock integration, no Lambda
+    invocation, no token): ``status`` with ``headers`` (mapping values) and ``body``,
+    plus the CORS headers for ``origins``."""
+    headers = {**headers, "method.response.header.Vary": "'Origin'"}
+    if list(origins) == [ANY_ORIGIN]:
+        headers["method.response.header.Access-Control-Allow-Origin"] = "'*'"
+    # The response override may set Access-Control-Allow-Origin too: declare it.
+    declared = {h.removeprefix("method.response.header.") for h in headers}
+    declared.add("Access-Control-Allow-Origin")
     return {
-        "type": "mock",
-        "requestTemplates": {"application/json": json.dumps({"statusCode": status})},
-        "passthroughBehavior": "when_no_match",
+        "summary": summary,
+        "security": [],
         "responses": {
-            "default": {
-                "statusCode": str(status),
-                "responseParameters": headers,
-                "responseTemplates": {"application/json": template},
+            str(status): {
+                "description": description,
+                "headers": {name: {"schema": {"type": "string"}} for name in sorted(declared)},
             }
+        },
+        "x-amazon-apigateway-integration": {
+            "type": "mock",
+            "requestTemplates": {"application/json": json.dumps({"statusCode": status})},
+            "passthroughBehavior": "when_no_match",
+            "responses": {
+                "default": {
+                    "statusCode": str(status),
+                    "responseParameters": headers,
+                    "responseTemplates": {"application/json": _cors_template(origins) + body},
+                }
+            },
         },
     }
 
 
-def _declared_headers(names: Sequence[str]) -> dict[str, Any]:
-    return {name: {"schema": {"type": "string"}} for name in names}
-
-
 def _method_not_allowed(allowed: str, origins: Sequence[str]) -> dict[str, Any]:
-    """A mock integration on every method the path does not declare.
+    """A mock on every method the path does not declare.
 
     Without it API Gateway answers those with its unknown-route refusal (403
     "Missing Authentication Token"), where the Lambda, and so `make dev`, answer
     405 with ``Allow``; a mock also costs no Lambda invocation.
     """
-    body = json.dumps(method_not_allowed_body(allowed), ensure_ascii=False)
-    headers = {
-        "method.response.header.Allow": f"'{allowed}'",
-        "method.response.header.Content-Type": "'application/json'",
-        "method.response.header.Access-Control-Expose-Headers": f"'{EXPOSED_HEADERS}'",
-        **_static_cors_headers(origins, "method.response.header"),
-    }
-    return {
-        "summary": f"Any other method: 405, this path takes {allowed} only.",
-        "security": [],
-        "responses": {
-            "405": {
-                "description": "The path does not serve this method.",
-                "headers": _declared_headers(
-                    [
-                        *(h.removeprefix("method.response.header.") for h in headers),
-                        "Access-Control-Allow-Origin",
-                    ]
-                ),
-            }
+    return _mock_operation(
+        f"Any other method: 405, this path takes {allowed} only.",
+        405,
+        "The path does not serve this method.",
+        {
+            "method.response.header.Allow": f"'{allowed}'",
+            "method.response.header.Content-Type": "'application/json'",
+            "method.response.header.Access-Control-Expose-Headers": f"'{EXPOSED_HEADERS}'",
         },
-        "x-amazon-apigateway-integration": _mock(405, headers, _cors_template(origins) + body),
-    }
+        json.dumps(method_not_allowed_body(allowed), ensure_ascii=False),
+        origins,
+    )
 
 
 def _preflight(methods: Sequence[str], origins: Sequence[str]) -> dict[str, Any]:
-    """The CORS preflight of a path, answered by API Gateway (no Lambda invocation)."""
-    headers = {
-        "method.response.header.Access-Control-Allow-Methods": f"'{', '.join(methods)}'",
-        "method.response.header.Access-Control-Allow-Headers": f"'{ALLOWED_HEADERS}'",
-        "method.response.header.Access-Control-Max-Age": f"'{MAX_AGE_S}'",
-        **_static_cors_headers(origins, "method.response.header"),
-    }
-    return {
-        "summary": "CORS preflight, answered by API Gateway.",
-        "security": [],
-        "responses": {
-            "204": {
-                "description": "What a browser may send to this path, and from where.",
-                "headers": _declared_headers(
-                    [
-                        *(h.removeprefix("method.response.header.") for h in headers),
-                        "Access-Control-Allow-Origin",
-                    ]
-                ),
-            }
+    """The CORS preflight of a path, answered by API Gateway."""
+    return _mock_operation(
+        "CORS preflight, answered by API Gateway.",
+        204,
+        "What a browser may send to this path, and from where.",
+        {
+            "method.response.header.Access-Control-Allow-Methods": f"'{', '.join(methods)}'",
+            "method.response.header.Access-Control-Allow-Headers": f"'{ALLOWED_HEADERS}'",
+            "method.response.header.Access-Control-Max-Age": f"'{MAX_AGE_S}'",
         },
-        "x-amazon-apigateway-integration": _mock(204, headers, _cors_template(origins)),
-    }
+        "",
+        origins,
+    )
 
 
 def _gateway_responses(responses: dict[str, Any], origins: Sequence[str]) -> dict[str, Any]:
@@ -167,7 +160,7 @@ def _gateway_responses(responses: dict[str, Any], origins: Sequence[str]) -> dic
         "gatewayresponse.header.Vary": "'Origin'",
         "gatewayresponse.header.Access-Control-Expose-Headers": f"'{EXPOSED_HEADERS}'",
     }
-    if list(origins) == ["*"]:
+    if list(origins) == [ANY_ORIGIN]:
         cors["gatewayresponse.header.Access-Control-Allow-Origin"] = "'*'"
     elif len(origins) == 1:
         cors["gatewayresponse.header.Access-Control-Allow-Origin"] = f"'{origins[0]}'"
