@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from lambdas.story_generator.cors import InvalidOrigins, parse_allowed_origins
+
 from .bedrock_models import (
     BedrockModelType,
     is_foundation_model_id,
@@ -246,9 +248,15 @@ class ApiConfig(_Model):
 
     @field_validator("cors_allowed_origins")
     @classmethod
-    def _star_alone(cls, value: list[str]) -> list[str]:
+    def _origins_the_function_accepts(cls, value: list[str]) -> list[str]:
         if "*" in value and len(value) > 1:
             raise ValueError("'*' allows every origin: list it alone, or list origins instead")
+        # The function parses CORS_ALLOWED_ORIGINS with these rules at start-up: a
+        # list it refuses would fail every invocation, so it is refused here first.
+        try:
+            parse_allowed_origins(json.dumps(value))
+        except InvalidOrigins as error:
+            raise ValueError(str(error)) from None
         return value
 
 
@@ -462,6 +470,10 @@ class StackConfig(_Model):
                     f"{CONFIG_NAMESPACE}:api.corsAllowedOrigins = {origins}: {loose} may not be "
                     f"allowed in {self.environment.value}; list the web reader's https:// origins"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _existing_pool_in_api_region(self) -> Self:
         pool = self.identity.existing_user_pool_arn
         if pool is not None and pool.split(":")[3] != self.region:
             raise ValueError(

@@ -226,6 +226,13 @@ def _production_with(key: str, value: Any) -> dict[str, Any]:
             ["corsAllowedOrigins", "may not be allowed in production"],
         ),
         ("api.corsAllowedOrigins", ["*", "https://a.example"], ["'*' allows every origin"]),
+        # Refused by the function's own parser, so it would fail every invocation.
+        ("api.corsAllowedOrigins", ["https://reader..example"], ["is not an origin"]),
+        (
+            "api.corsAllowedOrigins",
+            ["https://reader.example", "https://reader.example"],
+            ["lists an origin twice"],
+        ),
         (
             "identity.existingUserPoolArn",
             "arn:aws:cognito-idp:eu-west-1:123456789012:userpool/eu-west-1_Abc",
