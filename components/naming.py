@@ -46,8 +46,6 @@ KMS_ALIAS = NameRule("KMS alias", 250, r"[A-Za-z0-9/_-]")
 REST_API = NameRule("API Gateway REST API", 1024, r"[^\s]")
 SECRET = NameRule("Secrets Manager secret", 512, r"[A-Za-z0-9/_+=.@-]")
 USER_POOL = NameRule("Cognito user pool", 128, r"[A-Za-z0-9_\s+=,.@-]")
-# Log group names allow 512 characters; the Lambda's group is /aws/lambda/<function>.
-LOG_GROUP = NameRule("CloudWatch log group", 512, r"[A-Za-z0-9_./#-]")
 
 # Every purpose ``Naming.physical`` may be asked for, and the rule of its resource.
 PHYSICAL_NAMES: dict[str, NameRule] = {
