@@ -58,6 +58,13 @@ def profile_foundation_model(model: str) -> str | None:
     return profile.group(2) if profile else None
 
 
+def profile_geography(model: str) -> str | None:
+    """The geography of a system-defined profile id or ARN (``us``, ``global``, ...), or None."""
+    arn = _PROFILE_ARN.match(model)
+    profile = _PROFILE_ID.match(arn["id"] if arn else model)
+    return profile.group(1) if profile else None
+
+
 def is_inference_profile(model: str) -> bool:
     """Whether ``model`` is an inference profile id or ARN."""
     return _PROFILE_ARN.match(model) is not None or _PROFILE_ID.match(model) is not None

@@ -11,7 +11,7 @@ import pulumi
 
 from . import policies
 from .aws_context import AwsContext
-from .bedrock_models import BedrockModelType
+from .bedrock_models import BedrockModelType, profile_geography
 from .config import AiConfig
 
 EVENT_SOURCE = "liminal-transit"
@@ -145,7 +145,7 @@ def bedrock_statements(ai: AiConfig, context: AwsContext) -> list[dict[str, Any]
         )
         for region in provider.inference_profile_regions or ():
             routed_models.append(_foundation_model_arn(context, region, model))
-        if provider.model.startswith("global."):
+        if profile_geography(provider.model) == "global":
             # A global profile may route to any commercial region; IAM names the
             # model there without a region.
             routed_models.append(_foundation_model_arn(context, "", model))

@@ -404,3 +404,37 @@ def test_vpc_placement_adds_subnets_and_only_the_eni_permissions() -> None:
         s for s in statements(run.one(ROLE_POLICY)) if s["Sid"] == "ManageVpcNetworkInterfaces"
     )
     assert all(a.startswith("ec2:") for a in eni["Action"])
+
+
+def test_a_global_profile_named_by_arn_gets_the_regionless_model_grant_too() -> None:
+    """A global profile may route to any commercial region, whichever way it is named."""
+    from components.generator_permissions import bedrock_statements
+
+    arn = (
+        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/"
+        "global.anthropic.claude-sonnet-4-6"
+    )
+    ai = AiConfig(
+        providers=[
+            ProviderConfig(
+                name="claude",
+                kind=ProviderKind.BEDROCK,
+                model=arn,
+                model_type=BedrockModelType.INFERENCE_PROFILE,
+                inference_profile_regions=["us-east-1"],
+                priority=1,
+            )
+        ]
+    )
+    granted: list[Any] = []
+
+    def program() -> None:
+        from components.aws_context import AwsContext
+
+        parent = pulumi.ComponentResource("test:index:Parent", "parent")
+        statements_ = bedrock_statements(ai, AwsContext.of(parent))
+        pulumi.Output.from_input(statements_[-1]["Resource"]).apply(granted.extend)
+
+    run_program(program, config={}, region="us-east-1", stack="qa")
+    assert "arn:aws:bedrock:::foundation-model/anthropic.claude-sonnet-4-6" in granted
+    assert "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-sonnet-4-6" in granted
