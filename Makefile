@@ -7,12 +7,14 @@ BIN := $(VENV)/bin
 STACK ?= dev
 FORMAT ?= tree
 PORT ?= 8787
+JOBS ?= 2
+MUTANTS ?=
 INSTALLED := $(VENV)/.installed
 PIP_COMPILE := $(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url \
 	--no-emit-find-links --no-emit-trusted-host
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint format plan bench lock clean
+.PHONY: help install dev test lint format plan bench mutation lock clean
 
 ## help: list the targets
 help:
@@ -40,7 +42,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy components lambdas
+	$(BIN)/mypy components lambdas mutation
 
 ## format: fix what ruff can fix and format the code
 format: install
@@ -58,6 +60,12 @@ bench: install
 	$(BIN)/python bench/coldstart.py
 	$(BIN)/python bench/devserver.py
 
+## mutation: mutation testing, then each module's score (slow; MUTANTS='lambdas.story_generator.router*' narrows it, JOBS=2)
+mutation: install
+	$(BIN)/python -m pip install --quiet -e '.[mutation]'
+	$(BIN)/mutmut run --max-children $(JOBS) $(MUTANTS)
+	$(BIN)/python mutation/score.py --fail-under 90
+
 ## lock: re-pin requirements.txt and requirements-dev.txt from pyproject.toml
 lock: install
 	$(BIN)/python -m pip install --quiet -e '.[lock]'
@@ -66,4 +74,4 @@ lock: install
 
 ## clean: remove the virtualenv and caches
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info mutants

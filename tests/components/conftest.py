@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from components.offline import OfflineRun, RecordedResource, run_stack
+from tests.mutation_calls import recorded_calls, replay_calls
 
 STACKS = ("dev", "staging", "production")
 
@@ -15,7 +16,13 @@ STACKS = ("dev", "staging", "production")
 @pytest.fixture(scope="session")
 def stack_runs() -> dict[str, OfflineRun]:
     """What ``pulumi up`` would declare for every stack, keyed by stack name."""
-    return {stack: run_stack(stack) for stack in STACKS}
+    with recorded_calls("stack_runs"):
+        return {stack: run_stack(stack) for stack in STACKS}
+
+
+@pytest.fixture(autouse=True)
+def _shared_runs_count_for_mutation_testing(request: pytest.FixtureRequest) -> None:
+    replay_calls(request)
 
 
 @pytest.fixture(params=STACKS)

@@ -175,6 +175,7 @@ def test_the_table_is_well_formed() -> None:
     assert not duplicates, f"a code always comes with one status: {duplicates}"
 
 
+@pytest.mark.reads_source
 @pytest.mark.parametrize("source", SOURCES)
 def test_the_table_lists_exactly_the_codes_each_source_returns(source: str) -> None:
     returned = {found.code for found in FOUND if found.source == source}
