@@ -7,10 +7,14 @@ from typing import Any
 
 import pytest
 
-from components.offline import OfflineRun, RecordedResource, run_stack
+from components.config import AiConfig, ProviderConfig
+from components.naming import Naming
+from components.offline import OfflineRun, RecordedResource, run_program, run_stack
+from components.story_generator import StoryGenerator, StoryGeneratorArgs
 from tests.mutation_calls import recorded_calls, replay_calls
 
 STACKS = ("dev", "staging", "production")
+STANDALONE_KEY_ARN = "arn:aws:kms:eu-west-1:123456789012:key/abc"
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +56,25 @@ def statements(resource: RecordedResource, key: str = "policy") -> list[dict[str
                 entry[field] = [entry[field]]
         result.append(entry)
     return result
+
+
+def standalone_generator_args(ai: AiConfig, **args_change: Any) -> StoryGeneratorArgs:
+    """`StoryGenerator` args as another stack passes them, outside the platform."""
+    return StoryGeneratorArgs(
+        naming=Naming("qa", "qa", "qa-team"),
+        table_name="sessions",
+        table_arn="arn:aws:dynamodb:eu-west-1:123456789012:table/sessions",
+        key_arn=STANDALONE_KEY_ARN,
+        ai=ai,
+        **args_change,
+    )
+
+
+def run_standalone_generator(providers: list[ProviderConfig], **args_change: Any) -> OfflineRun:
+    """A program holding one `StoryGenerator` for `providers`, run offline."""
+    ai = AiConfig(providers=providers)
+
+    def program() -> None:
+        StoryGenerator("writer", standalone_generator_args(ai, **args_change))
+
+    return run_program(program, config={}, region="eu-west-1", stack="qa")

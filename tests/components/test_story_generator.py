@@ -11,10 +11,9 @@ import pytest
 from components.bedrock_models import BedrockModelType
 from components.config import AiConfig, ProviderConfig, ProviderKind
 from components.lambda_code import LAMBDAS_DIR
-from components.naming import Naming
 from components.offline import OfflineRun, run_program
-from components.story_generator import StoryGenerator, StoryGeneratorArgs, VpcPlacement
-from tests.components.conftest import statements
+from components.story_generator import VpcPlacement
+from tests.components.conftest import run_standalone_generator, statements
 
 FUNCTION = "aws:lambda/function:Function"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
@@ -317,41 +316,27 @@ def test_the_function_accepts_the_environment_the_component_gives_it(run: Offlin
     assert [p.name for p in settings.providers] == ["bedrock-claude", "openai", "anthropic"]
 
 
+BEDROCK_PROVIDERS = [
+    ProviderConfig(
+        name="claude-eu",
+        kind=ProviderKind.BEDROCK,
+        model="eu.anthropic.claude-haiku-4-5-20251001-v1:0",
+        model_type=BedrockModelType.INFERENCE_PROFILE,
+        inference_profile_regions=["eu-west-1", "eu-central-1"],
+        priority=1,
+    ),
+    ProviderConfig(
+        name="nova",
+        kind=ProviderKind.BEDROCK,
+        model="amazon.nova-lite-v1:0",
+        model_type=BedrockModelType.FOUNDATION_MODEL,
+        priority=2,
+    ),
+]
+
+
 def _standalone(args_change: dict[str, Any]) -> OfflineRun:
-    ai = AiConfig(
-        providers=[
-            ProviderConfig(
-                name="claude-eu",
-                kind=ProviderKind.BEDROCK,
-                model="eu.anthropic.claude-haiku-4-5-20251001-v1:0",
-                model_type=BedrockModelType.INFERENCE_PROFILE,
-                inference_profile_regions=["eu-west-1", "eu-central-1"],
-                priority=1,
-            ),
-            ProviderConfig(
-                name="nova",
-                kind=ProviderKind.BEDROCK,
-                model="amazon.nova-lite-v1:0",
-                model_type=BedrockModelType.FOUNDATION_MODEL,
-                priority=2,
-            ),
-        ]
-    )
-
-    def program() -> None:
-        StoryGenerator(
-            "writer",
-            StoryGeneratorArgs(
-                naming=Naming("qa", "qa", "qa-team"),
-                table_name="sessions",
-                table_arn="arn:aws:dynamodb:eu-west-1:123456789012:table/sessions",
-                key_arn="arn:aws:kms:eu-west-1:123456789012:key/abc",
-                ai=ai,
-                **args_change,
-            ),
-        )
-
-    return run_program(program, config={}, region="eu-west-1", stack="qa")
+    return run_standalone_generator(BEDROCK_PROVIDERS, **args_change)
 
 
 def test_generator_builds_alone_with_an_inference_profile_and_no_keyed_providers() -> None:

@@ -17,10 +17,14 @@ from components.aws_context import AwsContext
 from components.bedrock_models import BedrockModelType
 from components.config import AiConfig, ProviderConfig, ProviderKind
 from components.generator_permissions import GrantedResources, execution_statements
-from components.naming import Naming
 from components.offline import OfflineRun, run_program, run_stack, stack_config
-from components.story_generator import StoryGenerator, StoryGeneratorArgs, VpcPlacement
-from tests.components.conftest import statements
+from components.story_generator import StoryGenerator, VpcPlacement
+from tests.components.conftest import (
+    STANDALONE_KEY_ARN,
+    run_standalone_generator,
+    standalone_generator_args,
+    statements,
+)
 
 FUNCTION = "aws:lambda/function:Function"
 ROLE = "aws:iam/role:Role"
@@ -35,7 +39,6 @@ ENI_ACTIONS = [
     "ec2:AssignPrivateIpAddresses",
     "ec2:UnassignPrivateIpAddresses",
 ]
-KEY_ARN = "arn:aws:kms:eu-west-1:123456789012:key/abc"
 
 
 def _stack(run: OfflineRun) -> str:
@@ -50,34 +53,17 @@ def _sids(run: OfflineRun) -> set[str]:
     return {s["Sid"] for s in statements(run.one(ROLE_POLICY))}
 
 
+NOVA = ProviderConfig(
+    name="nova",
+    kind=ProviderKind.BEDROCK,
+    model="amazon.nova-lite-v1:0",
+    model_type=BedrockModelType.FOUNDATION_MODEL,
+    priority=1,
+)
+
+
 def _standalone(providers: list[ProviderConfig] | None = None, **args_change: Any) -> OfflineRun:
-    ai = AiConfig(
-        providers=providers
-        or [
-            ProviderConfig(
-                name="nova",
-                kind=ProviderKind.BEDROCK,
-                model="amazon.nova-lite-v1:0",
-                model_type=BedrockModelType.FOUNDATION_MODEL,
-                priority=1,
-            )
-        ]
-    )
-
-    def program() -> None:
-        StoryGenerator(
-            "writer",
-            StoryGeneratorArgs(
-                naming=Naming("qa", "qa", "qa-team"),
-                table_name="sessions",
-                table_arn="arn:aws:dynamodb:eu-west-1:123456789012:table/sessions",
-                key_arn=KEY_ARN,
-                ai=ai,
-                **args_change,
-            ),
-        )
-
-    return run_program(program, config={}, region="eu-west-1", stack="qa")
+    return run_standalone_generator(providers or [NOVA], **args_change)
 
 
 def _keyed(kind: ProviderKind, priority: int = 1) -> ProviderConfig:
@@ -105,9 +91,9 @@ def test_each_stack_encrypts_with_a_key_of_its_own(stack_runs: dict[str, Offline
 
 def test_a_standalone_generator_encrypts_with_the_key_it_is_given() -> None:
     run = _standalone()
-    assert run.one(FUNCTION)["kmsKeyArn"] == KEY_ARN
-    assert run.one(QUEUE)["kmsMasterKeyId"] == KEY_ARN
-    assert run.one("aws:cloudwatch/logGroup:LogGroup")["kmsKeyId"] == KEY_ARN
+    assert run.one(FUNCTION)["kmsKeyArn"] == STANDALONE_KEY_ARN
+    assert run.one(QUEUE)["kmsMasterKeyId"] == STANDALONE_KEY_ARN
+    assert run.one("aws:cloudwatch/logGroup:LogGroup")["kmsKeyId"] == STANDALONE_KEY_ARN
 
 
 # Secrets --------------------------------------------------------------------------
@@ -162,7 +148,7 @@ def test_only_the_configured_keyed_providers_get_a_secret(kind: ProviderKind) ->
     run = _standalone([_keyed(kind)])
     (secret,) = run.of_type(SECRET)
     assert secret["name"] == f"liminal-transit/qa/{kind.value}-api-key"
-    assert secret["kmsKeyId"] == KEY_ARN
+    assert secret["kmsKeyId"] == STANDALONE_KEY_ARN
     env = _env(run)
     variable = f"{kind.value.upper()}_API_KEY_SECRET_ARN"
     other = ({"OPENAI", "ANTHROPIC"} - {kind.value.upper()}).pop()
@@ -385,13 +371,7 @@ def test_the_components_outputs_are_its_resources() -> None:
     def program() -> None:
         generator = StoryGenerator(
             "writer",
-            StoryGeneratorArgs(
-                naming=Naming("qa", "qa", "qa-team"),
-                table_name="sessions",
-                table_arn="arn:aws:dynamodb:eu-west-1:123456789012:table/sessions",
-                key_arn=KEY_ARN,
-                ai=AiConfig(providers=[_keyed(ProviderKind.OPENAI)]),
-            ),
+            standalone_generator_args(AiConfig(providers=[_keyed(ProviderKind.OPENAI)])),
         )
         pulumi.Output.all(
             function=generator.function_name,

@@ -34,7 +34,8 @@ from urllib.parse import unquote
 import pytest
 
 from lambdas.story_generator.circuit import CircuitStore, MemoryCircuitStore
-from lambdas.story_generator.generation import MalformedReply
+from lambdas.story_generator.generation import GenerationRequest, MalformedReply, Message
+from lambdas.story_generator.providers import Provider, ProviderError, build_providers
 from lambdas.story_generator.router import Router, build_router
 from lambdas.story_generator.settings import Settings, load_settings
 
@@ -398,6 +399,24 @@ def settings_for(
             **environ,
         }
     )
+
+
+PROVIDER_REQUEST = GenerationRequest(
+    "You narrate.", (Message("user", "Begin."), Message("assistant", "{}"), Message("user", "Go"))
+)
+
+
+def provider_client(fake: FakeProvider, **fields: Any) -> Provider:
+    """The client `build_providers` makes for `fake`, its entry changed by `fields`."""
+    (provider,) = build_providers(settings_for(fake.entry(**fields)))
+    return provider
+
+
+def failure_of(provider: Provider, timeout_s: float = 5.0) -> ProviderError:
+    """The `ProviderError` that completing `PROVIDER_REQUEST` raises."""
+    with pytest.raises(ProviderError) as raised:
+        provider.complete(PROVIDER_REQUEST, timeout_s)
+    return raised.value
 
 
 def router_for(

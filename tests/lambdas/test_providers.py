@@ -15,36 +15,25 @@ import pytest
 
 from lambdas.story_generator.circuit import MemoryCircuitStore
 from lambdas.story_generator.generation import GenerationRequest, Message
-from lambdas.story_generator.providers import FailureKind, Provider, ProviderError, build_providers
+from lambdas.story_generator.providers import FailureKind, ProviderError, build_providers
 from lambdas.story_generator.providers.anthropic import AnthropicProvider
 from lambdas.story_generator.providers.base import FailureCategory
 from lambdas.story_generator.providers.http import post_json
 from lambdas.story_generator.providers.keys import ApiKeys
 from lambdas.story_generator.settings import ProviderKind, ProviderSettings
 from tests.lambdas.fake_providers import (
+    PROVIDER_REQUEST,
     FakeClock,
     FakeProvider,
     Kind,
     accept_json,
+    failure_of,
+    provider_client,
     router_for,
     settings_for,
 )
 
-REQUEST = GenerationRequest(
-    "You narrate.", (Message("user", "Begin."), Message("assistant", "{}"), Message("user", "Go"))
-)
 MakeFake = Callable[[Kind], FakeProvider]
-
-
-def client(fake: FakeProvider, **fields: Any) -> Provider:
-    (provider,) = build_providers(settings_for(fake.entry(**fields)))
-    return provider
-
-
-def failure_of(provider: Provider, timeout_s: float = 5.0) -> ProviderError:
-    with pytest.raises(ProviderError) as raised:
-        provider.complete(REQUEST, timeout_s)
-    return raised.value
 
 
 # (provider kind, status, code, message, expected kind)
@@ -165,7 +154,7 @@ def test_each_error_reply_maps_to_its_failure_kind(
 ) -> None:
     fake = fake_provider(kind).fail(status, code, message)
 
-    error = failure_of(client(fake))
+    error = failure_of(provider_client(fake))
 
     assert error.kind is expected, f"HTTP {status} {code} {message!r} -> {error}"
     assert error.retry_after_s is None, "no Retry-After header was sent"
@@ -182,7 +171,7 @@ def test_anthropic_spend_cap_is_misconfiguration_not_a_rate_limit(
         error_fields={"details": {"error_code": "enforced_spend_limit_reached"}},
     )
 
-    error = failure_of(client(fake_anthropic))
+    error = failure_of(provider_client(fake_anthropic))
 
     assert error.kind is FailureKind.QUOTA_EXHAUSTED, "waiting does not lift a spend cap"
     assert error.kind.category is FailureCategory.MISCONFIGURED
@@ -192,7 +181,9 @@ def test_anthropic_spend_cap_is_misconfiguration_not_a_rate_limit(
 def test_a_server_that_never_answers_is_a_timeout(fake_provider: MakeFake, kind: Kind) -> None:
     fake = fake_provider(kind).hang()
 
-    assert failure_of(client(fake, timeout_s=0.3), timeout_s=0.3).kind is FailureKind.TIMEOUT
+    assert (
+        failure_of(provider_client(fake, timeout_s=0.3), timeout_s=0.3).kind is FailureKind.TIMEOUT
+    )
 
 
 @pytest.mark.parametrize(
@@ -209,7 +200,7 @@ def test_a_connection_closed_mid_reply_is_unhealthy(
 ) -> None:
     fake = fake_provider(kind).close_mid_reply()
 
-    error = failure_of(client(fake))
+    error = failure_of(provider_client(fake))
 
     assert error.kind is expected
     assert error.kind.category is FailureCategory.UNHEALTHY
@@ -222,7 +213,7 @@ def test_a_refused_connection_is_a_connection_failure(fake_provider: MakeFake, k
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
 
-    error = failure_of(client(fake, endpoint_url=f"http://127.0.0.1:{closed_port}"))
+    error = failure_of(provider_client(fake, endpoint_url=f"http://127.0.0.1:{closed_port}"))
 
     assert error.kind is FailureKind.CONNECTION
 
@@ -234,7 +225,7 @@ def test_a_200_reply_that_is_not_the_api_format_is_the_providers_failure(
 ) -> None:
     fake = fake_provider(kind).send(200, body)
 
-    error = failure_of(client(fake))
+    error = failure_of(provider_client(fake))
 
     assert error.kind is FailureKind.INVALID_RESPONSE
     assert error.kind.category is FailureCategory.UNHEALTHY, "no prompt makes the API's format"
@@ -285,7 +276,7 @@ def test_content_filtering_is_the_requests_failure(
 ) -> None:
     fake = fake_provider(kind).send(200, json.dumps(reply).encode())
 
-    error = failure_of(client(fake))
+    error = failure_of(provider_client(fake))
 
     assert error.kind is FailureKind.CONTENT_FILTERED
     assert error.kind.category is FailureCategory.REQUEST, "the prompt was filtered, not the API"
@@ -301,7 +292,7 @@ def test_a_prompt_with_a_lone_surrogate_is_refused_before_it_is_sent(
     (provider,) = build_providers(settings_for(fake.entry() if fake else mock))
     bad = "Premise: \ud800 (a lone surrogate)"
     request = (
-        GenerationRequest(bad, REQUEST.messages)
+        GenerationRequest(bad, PROVIDER_REQUEST.messages)
         if where == "system"
         else GenerationRequest("You narrate.", (Message("user", bad),))
     )
@@ -319,7 +310,7 @@ def test_a_prompt_with_a_lone_surrogate_is_refused_before_it_is_sent(
 def test_non_ascii_text_is_sent_as_utf_8(fake_openai: FakeProvider) -> None:
     request = GenerationRequest("", (Message("user", "Le quai, la nuit \u2014 \U0001f687"),))
 
-    client(fake_openai).complete(request, 5.0)
+    provider_client(fake_openai).complete(request, 5.0)
 
     assert fake_openai.requests[0].body["messages"][0]["content"] == request.messages[0].text
 
@@ -347,7 +338,7 @@ def test_every_failure_kind_has_a_category_and_only_the_providers_own_count() ->
 def test_a_reply_cut_at_max_tokens_is_marked_truncated(fake_provider: MakeFake, kind: Kind) -> None:
     fake = fake_provider(kind).reply("half a sto", truncated=True)
 
-    completion = client(fake).complete(REQUEST, 5.0)
+    completion = provider_client(fake).complete(PROVIDER_REQUEST, 5.0)
 
     assert completion.truncated, "finish_reason length / stop_reason max_tokens"
     assert completion.text == "half a sto"
@@ -357,14 +348,14 @@ def test_a_reply_cut_at_max_tokens_is_marked_truncated(fake_provider: MakeFake, 
 def test_a_completion_carries_text_and_token_usage(fake_provider: MakeFake, kind: Kind) -> None:
     fake = fake_provider(kind).reply("Once.", input_tokens=101, output_tokens=7)
 
-    completion = client(fake).complete(REQUEST, 5.0)
+    completion = provider_client(fake).complete(PROVIDER_REQUEST, 5.0)
 
     assert (completion.text, completion.input_tokens, completion.output_tokens) == ("Once.", 101, 7)
     assert not completion.truncated
 
 
 def test_openai_request_wire_format(fake_openai: FakeProvider) -> None:
-    client(fake_openai, max_tokens=321, temperature=0.4).complete(REQUEST, 5.0)
+    provider_client(fake_openai, max_tokens=321, temperature=0.4).complete(PROVIDER_REQUEST, 5.0)
 
     (received,) = fake_openai.requests
     assert received.path == "/v1/chat/completions"
@@ -383,7 +374,7 @@ def test_openai_request_wire_format(fake_openai: FakeProvider) -> None:
 
 
 def test_anthropic_request_wire_format(fake_anthropic: FakeProvider) -> None:
-    client(fake_anthropic, max_tokens=321, temperature=0.4).complete(REQUEST, 5.0)
+    provider_client(fake_anthropic, max_tokens=321, temperature=0.4).complete(PROVIDER_REQUEST, 5.0)
 
     (received,) = fake_anthropic.requests
     assert received.path == "/v1/messages"
@@ -403,7 +394,7 @@ def test_anthropic_request_wire_format(fake_anthropic: FakeProvider) -> None:
 
 
 def test_bedrock_request_is_a_signed_converse_call(fake_bedrock: FakeProvider) -> None:
-    client(fake_bedrock, max_tokens=321, temperature=0.4).complete(REQUEST, 5.0)
+    provider_client(fake_bedrock, max_tokens=321, temperature=0.4).complete(PROVIDER_REQUEST, 5.0)
 
     (received,) = fake_bedrock.requests
     assert received.path == "/model/anthropic.claude-test:0/converse"
@@ -425,14 +416,14 @@ def test_bedrock_stop_reason_context_window_exceeded_is_a_context_failure(
     body = b'{"output": {"message": {"role": "assistant", "content": []}}, "stopReason": '
     fake_bedrock.send(200, body + b'"model_context_window_exceeded", "usage": {}}')
 
-    assert failure_of(client(fake_bedrock)).kind is FailureKind.CONTEXT_EXCEEDED
+    assert failure_of(provider_client(fake_bedrock)).kind is FailureKind.CONTEXT_EXCEEDED
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "bedrock"])
 def test_an_empty_system_prompt_is_left_out(fake_provider: MakeFake, kind: Kind) -> None:
     fake = fake_provider(kind)
 
-    client(fake).complete(GenerationRequest("", (Message("user", "Go"),)), 5.0)
+    provider_client(fake).complete(GenerationRequest("", (Message("user", "Go"),)), 5.0)
 
     body = fake.requests[0].body
     assert "system" not in body and all(m["role"] != "system" for m in body["messages"])
@@ -441,7 +432,9 @@ def test_an_empty_system_prompt_is_left_out(fake_provider: MakeFake, kind: Kind)
 def test_an_endpoint_given_with_its_version_segment_is_not_doubled(
     fake_openai: FakeProvider,
 ) -> None:
-    client(fake_openai, endpoint_url=f"{fake_openai.url}/v1/").complete(REQUEST, 5.0)
+    provider_client(fake_openai, endpoint_url=f"{fake_openai.url}/v1/").complete(
+        PROVIDER_REQUEST, 5.0
+    )
 
     assert fake_openai.requests[0].path == "/v1/chat/completions"
 
@@ -467,7 +460,7 @@ def test_retry_after_is_read_from_429_503_and_529_replies_only(
 ) -> None:
     fake = fake_provider(kind).fail(status, code, "slow down", headers=headers)
 
-    assert failure_of(client(fake)).retry_after_s == expected
+    assert failure_of(provider_client(fake)).retry_after_s == expected
 
 
 # What the configured model accepts: temperature and reasoning_effort only when set.
@@ -483,7 +476,7 @@ def test_an_unset_temperature_is_left_out_of_the_request(
 ) -> None:
     fake = fake_provider(kind)
 
-    client(fake).complete(REQUEST, 5.0)
+    provider_client(fake).complete(PROVIDER_REQUEST, 5.0)
 
     body = fake.requests[0].body
     sent = body["inferenceConfig"] if kind == "bedrock" else body
@@ -493,15 +486,15 @@ def test_an_unset_temperature_is_left_out_of_the_request(
 def test_bedrock_inference_config_without_temperature_is_max_tokens_alone(
     fake_bedrock: FakeProvider,
 ) -> None:
-    client(fake_bedrock, max_tokens=321).complete(REQUEST, 5.0)
+    provider_client(fake_bedrock, max_tokens=321).complete(PROVIDER_REQUEST, 5.0)
 
     assert fake_bedrock.requests[0].body["inferenceConfig"] == {"maxTokens": 321}
 
 
 def test_openai_reasoning_model_without_temperature_answers(fake_openai: FakeProvider) -> None:
-    provider = client(fake_openai, model=REASONING_MODEL, max_tokens=2048)
+    provider = provider_client(fake_openai, model=REASONING_MODEL, max_tokens=2048)
 
-    completion = provider.complete(REQUEST, 5.0)
+    completion = provider.complete(PROVIDER_REQUEST, 5.0)
 
     assert completion.text, "the fake reasoning model accepted the request"
     body = fake_openai.requests[0].body
@@ -519,7 +512,7 @@ def test_openai_reasoning_model_without_temperature_answers(fake_openai: FakePro
 def test_openai_reasoning_model_refusing_temperature_is_misconfigured(
     fake_openai: FakeProvider, temperature: float, detail: str
 ) -> None:
-    provider = client(fake_openai, model=REASONING_MODEL, temperature=temperature)
+    provider = provider_client(fake_openai, model=REASONING_MODEL, temperature=temperature)
 
     error = failure_of(provider)
 
@@ -529,13 +522,15 @@ def test_openai_reasoning_model_refusing_temperature_is_misconfigured(
 
 
 def test_openai_reasoning_effort_is_passed_through(fake_openai: FakeProvider) -> None:
-    client(fake_openai, model=REASONING_MODEL, reasoning_effort="minimal").complete(REQUEST, 5.0)
+    provider_client(fake_openai, model=REASONING_MODEL, reasoning_effort="minimal").complete(
+        PROVIDER_REQUEST, 5.0
+    )
 
     assert fake_openai.requests[0].body["reasoning_effort"] == "minimal"
 
 
 def test_openai_leaves_reasoning_effort_out_when_unset(fake_openai: FakeProvider) -> None:
-    client(fake_openai).complete(REQUEST, 5.0)
+    provider_client(fake_openai).complete(PROVIDER_REQUEST, 5.0)
 
     assert "reasoning_effort" not in fake_openai.requests[0].body
 
@@ -549,7 +544,7 @@ def test_a_claude_model_refusing_temperature_is_misconfigured(
 ) -> None:
     fake = fake_provider(kind)
 
-    error = failure_of(client(fake, model=model, temperature=0.7))
+    error = failure_of(provider_client(fake, model=model, temperature=0.7))
 
     assert error.kind is FailureKind.UNSUPPORTED_PARAMETER, error
     assert "`temperature` is deprecated for this model." in error.message
@@ -564,7 +559,7 @@ def test_a_claude_model_refusing_temperature_answers_without_one(
 ) -> None:
     fake = fake_provider(kind)
 
-    assert client(fake, model=model).complete(REQUEST, 5.0).text
+    assert provider_client(fake, model=model).complete(PROVIDER_REQUEST, 5.0).text
 
 
 @pytest.mark.parametrize(
@@ -601,7 +596,7 @@ def test_anthropic_temperature_outside_0_to_1_is_misconfigured(
 def test_bedrock_sends_an_inference_profile_arn_as_the_model_id(
     fake_bedrock: FakeProvider, model: str
 ) -> None:
-    client(fake_bedrock, model=model).complete(REQUEST, 5.0)
+    provider_client(fake_bedrock, model=model).complete(PROVIDER_REQUEST, 5.0)
 
     assert fake_bedrock.requests[0].path == f"/model/{model}/converse"
 
@@ -620,9 +615,9 @@ def test_a_model_refusing_temperature_is_skipped_for_the_misconfigured_cooldown(
         router={"misconfigured_cooldown_s": 600},
     )
 
-    router.generate(REQUEST, accept_json)
+    router.generate(PROVIDER_REQUEST, accept_json)
     clock.advance(599)
-    _, generation = router.generate(REQUEST, accept_json)
+    _, generation = router.generate(PROVIDER_REQUEST, accept_json)
 
     assert generation.provider == "mock"
     assert len(fake_openai.requests) == 1, "not asked again before the cooldown ends"

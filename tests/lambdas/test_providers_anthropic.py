@@ -13,29 +13,17 @@ from typing import Any
 
 import pytest
 
-from lambdas.story_generator.generation import GenerationRequest, Message
 from lambdas.story_generator.providers import (
     Completion,
     FailureKind,
-    Provider,
-    ProviderError,
-    build_providers,
 )
 from lambdas.story_generator.providers.base import FailureCategory
-from tests.lambdas.fake_providers import FakeProvider, settings_for
-
-REQUEST = GenerationRequest("You narrate.", (Message("user", "Go"),))
-
-
-def client(fake: FakeProvider, **fields: Any) -> Provider:
-    (provider,) = build_providers(settings_for(fake.entry(**fields)))
-    return provider
-
-
-def failure_of(provider: Provider) -> ProviderError:
-    with pytest.raises(ProviderError) as raised:
-        provider.complete(REQUEST, 5.0)
-    return raised.value
+from tests.lambdas.fake_providers import (
+    PROVIDER_REQUEST,
+    FakeProvider,
+    failure_of,
+    provider_client,
+)
 
 
 def anthropic_error(error_type: str, message: object, **fields: object) -> bytes:
@@ -57,7 +45,7 @@ def test_the_spend_limit_error_code_alone_is_quota_not_a_rate_limit(
         ),
     )
 
-    failure = failure_of(client(fake_anthropic))
+    failure = failure_of(provider_client(fake_anthropic))
 
     assert failure.kind is FailureKind.QUOTA_EXHAUSTED
     assert failure.kind.category is FailureCategory.MISCONFIGURED
@@ -73,7 +61,7 @@ def test_another_error_code_in_the_details_leaves_a_rate_limit_a_rate_limit(
         ),
     )
 
-    assert failure_of(client(fake_anthropic)).kind is FailureKind.THROTTLED
+    assert failure_of(provider_client(fake_anthropic)).kind is FailureKind.THROTTLED
 
 
 def test_billing_error_type_alone_is_quota(fake_anthropic: FakeProvider) -> None:
@@ -82,7 +70,7 @@ def test_billing_error_type_alone_is_quota(fake_anthropic: FakeProvider) -> None
         403, anthropic_error("billing_error", "This organization cannot call the API.")
     )
 
-    assert failure_of(client(fake_anthropic)).kind is FailureKind.QUOTA_EXHAUSTED
+    assert failure_of(provider_client(fake_anthropic)).kind is FailureKind.QUOTA_EXHAUSTED
 
 
 @pytest.mark.parametrize(
@@ -101,7 +89,7 @@ def test_each_quota_phrase_alone_turns_a_rate_limit_into_quota(
     """Sent as a 429 rate_limit_error, which would otherwise be THROTTLED (case ignored)."""
     fake_anthropic.send(429, anthropic_error("rate_limit_error", message))
 
-    failure = failure_of(client(fake_anthropic))
+    failure = failure_of(provider_client(fake_anthropic))
 
     assert failure.kind is FailureKind.QUOTA_EXHAUSTED
     assert failure.message == f"HTTP 429: {message}"
@@ -121,7 +109,7 @@ def test_each_context_phrase_alone_makes_a_400_a_context_failure(
 ) -> None:
     fake_anthropic.send(400, anthropic_error("invalid_request_error", message))
 
-    assert failure_of(client(fake_anthropic)).kind is FailureKind.CONTEXT_EXCEEDED
+    assert failure_of(provider_client(fake_anthropic)).kind is FailureKind.CONTEXT_EXCEEDED
 
 
 @pytest.mark.parametrize(
@@ -137,7 +125,7 @@ def test_a_context_phrase_outside_a_400_or_413_is_judged_by_status(
 ) -> None:
     fake_anthropic.send(status, anthropic_error("api_error", "prompt is too long"))
 
-    assert failure_of(client(fake_anthropic)).kind is expected
+    assert failure_of(provider_client(fake_anthropic)).kind is expected
 
 
 @pytest.mark.parametrize(
@@ -156,7 +144,7 @@ def test_each_parameter_phrase_alone_makes_a_400_misconfigured(
 ) -> None:
     fake_anthropic.send(400, anthropic_error("invalid_request_error", message))
 
-    failure = failure_of(client(fake_anthropic))
+    failure = failure_of(provider_client(fake_anthropic))
 
     assert failure.kind is FailureKind.UNSUPPORTED_PARAMETER
     assert failure.kind.category is FailureCategory.MISCONFIGURED
@@ -177,7 +165,7 @@ def test_a_parameter_phrase_outside_a_400_is_judged_by_status(
         status, anthropic_error("not_found_error", "`x` is not supported for this model.")
     )
 
-    assert failure_of(client(fake_anthropic)).kind is expected
+    assert failure_of(provider_client(fake_anthropic)).kind is expected
 
 
 def test_quota_is_judged_before_context_and_context_before_parameters(
@@ -196,7 +184,7 @@ def test_quota_is_judged_before_context_and_context_before_parameters(
         ),
         times=1,
     )
-    provider = client(fake_anthropic)
+    provider = provider_client(fake_anthropic)
 
     assert failure_of(provider).kind is FailureKind.QUOTA_EXHAUSTED
     assert failure_of(provider).kind is FailureKind.CONTEXT_EXCEEDED
@@ -225,7 +213,7 @@ def test_an_anthropic_error_without_a_message_is_judged_by_status_and_shows_the_
 ) -> None:
     fake_anthropic.send(status, body)
 
-    failure = failure_of(client(fake_anthropic))
+    failure = failure_of(provider_client(fake_anthropic))
 
     assert failure.kind is expected
     assert failure.message == f"HTTP {status}: {body.decode()}"
@@ -250,7 +238,9 @@ def test_the_text_blocks_are_joined_and_other_blocks_skipped(fake_anthropic: Fak
     ]
     fake_anthropic.send(200, message_reply(content))
 
-    assert client(fake_anthropic).complete(REQUEST, 5.0).text == "The train leaves."
+    assert (
+        provider_client(fake_anthropic).complete(PROVIDER_REQUEST, 5.0).text == "The train leaves."
+    )
 
 
 @pytest.mark.parametrize("content", [None, "text", {"type": "text", "text": "x"}])
@@ -259,7 +249,7 @@ def test_content_that_is_not_a_list_is_an_invalid_response(
 ) -> None:
     fake_anthropic.send(200, message_reply(content))
 
-    failure = failure_of(client(fake_anthropic))
+    failure = failure_of(provider_client(fake_anthropic))
 
     assert failure.kind is FailureKind.INVALID_RESPONSE
     assert failure.message.startswith("the reply has no content list")
@@ -268,7 +258,7 @@ def test_content_that_is_not_a_list_is_an_invalid_response(
 def test_a_refusal_is_filtered_whatever_the_content(fake_anthropic: FakeProvider) -> None:
     fake_anthropic.send(200, message_reply([{"type": "text", "text": "I won't."}], "refusal"))
 
-    failure = failure_of(client(fake_anthropic))
+    failure = failure_of(provider_client(fake_anthropic))
 
     assert (failure.kind, failure.message) == (FailureKind.CONTENT_FILTERED, "stop_reason refusal")
 
@@ -282,7 +272,7 @@ def test_only_stop_reason_max_tokens_is_truncation(
 ) -> None:
     fake_anthropic.send(200, message_reply([{"type": "text", "text": "x"}], stop_reason))
 
-    assert client(fake_anthropic).complete(REQUEST, 5.0).truncated is truncated
+    assert provider_client(fake_anthropic).complete(PROVIDER_REQUEST, 5.0).truncated is truncated
 
 
 @pytest.mark.parametrize(
@@ -302,6 +292,6 @@ def test_token_usage_is_read_from_input_and_output_tokens(
 ) -> None:
     fake_anthropic.send(200, message_reply([{"type": "text", "text": "x"}], usage=usage))
 
-    completion = client(fake_anthropic).complete(REQUEST, 5.0)
+    completion = provider_client(fake_anthropic).complete(PROVIDER_REQUEST, 5.0)
 
     assert completion == Completion("x", *tokens)

@@ -21,13 +21,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from lambdas.story_generator.generation import GenerationRequest, Message
 from lambdas.story_generator.providers import (
     Completion,
     FailureKind,
-    Provider,
-    ProviderError,
-    build_providers,
 )
 from lambdas.story_generator.providers import bedrock as bedrock_module
 from lambdas.story_generator.providers.bedrock import (
@@ -36,20 +32,13 @@ from lambdas.story_generator.providers.bedrock import (
     _transport_error,
 )
 from lambdas.story_generator.settings import ProviderKind, ProviderSettings
-from tests.lambdas.fake_providers import BEDROCK_REGION, FakeProvider, settings_for
-
-REQUEST = GenerationRequest("You narrate.", (Message("user", "Go"),))
-
-
-def client(fake: FakeProvider, **fields: Any) -> Provider:
-    (provider,) = build_providers(settings_for(fake.entry(**fields)))
-    return provider
-
-
-def failure_of(provider: Provider) -> ProviderError:
-    with pytest.raises(ProviderError) as raised:
-        provider.complete(REQUEST, 5.0)
-    return raised.value
+from tests.lambdas.fake_providers import (
+    BEDROCK_REGION,
+    PROVIDER_REQUEST,
+    FakeProvider,
+    failure_of,
+    provider_client,
+)
 
 
 @pytest.mark.parametrize(
@@ -73,7 +62,7 @@ def test_each_error_code_decides_whatever_the_status(
     """Sent as a 400, which alone would be BAD_REQUEST."""
     fake_bedrock.fail(400, code, "Something happened")
 
-    failure = failure_of(client(fake_bedrock))
+    failure = failure_of(provider_client(fake_bedrock))
 
     assert failure.kind is expected
     assert failure.message == f"{code}: Something happened"
@@ -92,7 +81,7 @@ def test_an_unknown_error_code_is_judged_by_status(
 ) -> None:
     fake_bedrock.fail(status, code, "Something happened")
 
-    assert failure_of(client(fake_bedrock)).kind is expected
+    assert failure_of(provider_client(fake_bedrock)).kind is expected
 
 
 @pytest.mark.parametrize(
@@ -148,7 +137,7 @@ def test_a_validation_exception_is_classified_by_its_message(
 ) -> None:
     fake_bedrock.fail(400, "ValidationException", message)
 
-    assert failure_of(client(fake_bedrock)).kind is expected
+    assert failure_of(provider_client(fake_bedrock)).kind is expected
 
 
 @pytest.mark.parametrize(
@@ -165,7 +154,7 @@ def test_message_rules_apply_to_validation_exceptions_only(
 ) -> None:
     fake_bedrock.fail(status, code, "Too many tokens, please wait before trying again.")
 
-    assert failure_of(client(fake_bedrock)).kind is expected
+    assert failure_of(provider_client(fake_bedrock)).kind is expected
 
 
 @pytest.mark.parametrize(
@@ -187,13 +176,13 @@ def test_retry_after_is_read_for_throttling_and_unavailability_only(
 ) -> None:
     fake_bedrock.fail(status, code, "slow down", headers=headers)
 
-    assert failure_of(client(fake_bedrock)).retry_after_s == expected
+    assert failure_of(provider_client(fake_bedrock)).retry_after_s == expected
 
 
 def test_a_long_error_message_is_cut_at_300_characters(fake_bedrock: FakeProvider) -> None:
     fake_bedrock.fail(400, "ValidationException", "m" * 1000)
 
-    assert failure_of(client(fake_bedrock)).message == "ValidationException: " + "m" * 300
+    assert failure_of(provider_client(fake_bedrock)).message == "ValidationException: " + "m" * 300
 
 
 def client_error(response: dict[str, Any]) -> ClientError:
@@ -338,10 +327,10 @@ def test_the_client_is_made_once_with_the_providers_timeouts_and_no_retries(
         return real(service, **options)
 
     monkeypatch.setattr(bedrock_module, "aws_client", recording)
-    provider = client(fake_bedrock, timeout_s=7.5)
+    provider = provider_client(fake_bedrock, timeout_s=7.5)
 
-    provider.complete(REQUEST, 5.0)
-    provider.complete(REQUEST, 5.0)
+    provider.complete(PROVIDER_REQUEST, 5.0)
+    provider.complete(PROVIDER_REQUEST, 5.0)
 
     assert made == [
         {
@@ -385,7 +374,7 @@ def test_each_failing_stop_reason_has_its_kind(
 ) -> None:
     fake_bedrock.send(200, converse_reply([{"text": "partial"}], stop_reason))
 
-    failure = failure_of(client(fake_bedrock))
+    failure = failure_of(provider_client(fake_bedrock))
 
     assert (failure.kind, failure.message) == (kind, f"stopReason {stop_reason}")
 
@@ -399,7 +388,7 @@ def test_other_stop_reasons_answer_and_only_max_tokens_is_truncation(
 ) -> None:
     fake_bedrock.send(200, converse_reply([{"text": "x"}], stop_reason, {"inputTokens": 1}))
 
-    completion = client(fake_bedrock).complete(REQUEST, 5.0)
+    completion = provider_client(fake_bedrock).complete(PROVIDER_REQUEST, 5.0)
 
     assert (completion.text, completion.truncated) == ("x", truncated)
 
@@ -412,7 +401,7 @@ def test_the_text_blocks_are_joined_and_other_blocks_skipped(fake_bedrock: FakeP
     ]
     fake_bedrock.send(200, converse_reply(content, "end_turn"))
 
-    assert client(fake_bedrock).complete(REQUEST, 5.0).text == "The train leaves."
+    assert provider_client(fake_bedrock).complete(PROVIDER_REQUEST, 5.0).text == "The train leaves."
 
 
 @pytest.mark.parametrize(
@@ -430,4 +419,4 @@ def test_token_usage_is_read_from_input_and_output_tokens(
 ) -> None:
     fake_bedrock.send(200, converse_reply([{"text": "x"}], "end_turn", usage))
 
-    assert client(fake_bedrock).complete(REQUEST, 5.0) == Completion("x", *tokens)
+    assert provider_client(fake_bedrock).complete(PROVIDER_REQUEST, 5.0) == Completion("x", *tokens)

@@ -22,8 +22,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from lambdas.story_generator.generation import GenerationRequest, Message
-from lambdas.story_generator.providers import FailureKind, Provider, ProviderError, build_providers
+from lambdas.story_generator.providers import FailureKind, ProviderError
 from lambdas.story_generator.providers import http as http_module
 from lambdas.story_generator.providers.anthropic import AnthropicProvider
 from lambdas.story_generator.providers.http import (
@@ -38,27 +37,17 @@ from lambdas.story_generator.providers.openai import OpenAIProvider
 from lambdas.story_generator.settings import ApiKeySource, ProviderKind, ProviderSettings
 from tests.lambdas.fake_providers import (
     BEAT,
+    PROVIDER_REQUEST,
     Action,
     FakeProvider,
     Kind,
     accept_json,
+    failure_of,
+    provider_client,
     router_for,
-    settings_for,
 )
 
-REQUEST = GenerationRequest("You narrate.", (Message("user", "Go"),))
 NOW = 1_800_000_000.0
-
-
-def client(fake: FakeProvider, **fields: Any) -> Provider:
-    (provider,) = build_providers(settings_for(fake.entry(**fields)))
-    return provider
-
-
-def failure_of(provider: Provider) -> ProviderError:
-    with pytest.raises(ProviderError) as raised:
-        provider.complete(REQUEST, 5.0)
-    return raised.value
 
 
 class StubPool:
@@ -139,7 +128,7 @@ def test_a_reply_whose_body_names_nothing_is_judged_by_status_alone(
     """A body with no error code, type or known phrase: only the status table speaks."""
     fake = fake_provider(kind).send(status, b'{"error": {"message": "failed"}}')
 
-    assert failure_of(client(fake)).kind is expected
+    assert failure_of(provider_client(fake)).kind is expected
 
 
 # Retry-After ----------------------------------------------------------------------
@@ -193,7 +182,7 @@ def test_retry_after_is_read_from_millis_seconds_or_an_http_date(
 def test_retry_after_headers_are_matched_whatever_their_case(fake_openai: FakeProvider) -> None:
     fake_openai.fail(503, "", "Overloaded", headers={"Retry-After": "4"})
 
-    failure = failure_of(client(fake_openai))
+    failure = failure_of(provider_client(fake_openai))
 
     assert (failure.kind, failure.retry_after_s) == (FailureKind.UNAVAILABLE, 4.0)
 
@@ -329,7 +318,7 @@ def test_a_200_reply_that_is_json_but_not_an_object_is_invalid(
 ) -> None:
     fake = fake_provider(kind).send(200, body)
 
-    failure = failure_of(client(fake))
+    failure = failure_of(provider_client(fake))
 
     assert failure.kind is FailureKind.INVALID_RESPONSE
     assert failure.message == f"the reply is not a JSON object: {body.decode()}"
@@ -341,7 +330,7 @@ def test_a_redirect_is_not_followed(fake_provider: Any, kind: Kind) -> None:
     fake.act(Action(307, b"", {"location": f"{fake.url}/elsewhere"}), times=1)
 
     with pytest.raises(ProviderError):
-        client(fake).complete(REQUEST, 5.0)
+        provider_client(fake).complete(PROVIDER_REQUEST, 5.0)
 
     assert len(fake.requests) == 1, "the Location is not asked for"
 
@@ -364,7 +353,7 @@ def test_the_api_path_is_appended_to_the_endpoint_once(
 ) -> None:
     fake = fake_provider(kind)
 
-    client(fake, endpoint_url=fake.url + suffix).complete(REQUEST, 5.0)
+    provider_client(fake, endpoint_url=fake.url + suffix).complete(PROVIDER_REQUEST, 5.0)
 
     assert fake.requests[0].path == path
 
@@ -383,7 +372,9 @@ def test_without_an_endpoint_the_providers_own_api_is_called(
     keys = ApiKeys({kind: ApiKeySource("KEY", "KEY_SECRET_ARN", value="sk-test")})
 
     with pytest.raises(ProviderError):
-        provider_class(settings, keys).complete(REQUEST, 2.5)  # the stub's {} is no completion
+        provider_class(settings, keys).complete(
+            PROVIDER_REQUEST, 2.5
+        )  # the stub's {} is no completion
 
     assert stub_pool.calls[0]["url"] == url
     assert stub_pool.calls[0]["timeout"].read_timeout == 2.5
@@ -397,7 +388,7 @@ def test_a_generation_costs_its_tokens_at_the_prices_per_1k(fake_provider: Any, 
     fake = fake_provider(kind).reply(BEAT, input_tokens=1000, output_tokens=2000)
     router = router_for(fake.entry(input_price_per_1k=0.003, output_price_per_1k=0.015))
 
-    _, generation = router.generate(REQUEST, accept_json)
+    _, generation = router.generate(PROVIDER_REQUEST, accept_json)
 
     assert (generation.input_tokens, generation.output_tokens) == (1000, 2000)
     assert generation.cost_usd == pytest.approx(1000 * 0.003 / 1000 + 2000 * 0.015 / 1000)
@@ -409,7 +400,7 @@ def test_a_provider_without_prices_costs_nothing(fake_openai: FakeProvider) -> N
     entry = fake_openai.entry()
     del entry["input_price_per_1k"], entry["output_price_per_1k"]
 
-    _, generation = router_for(entry).generate(REQUEST, accept_json)
+    _, generation = router_for(entry).generate(PROVIDER_REQUEST, accept_json)
 
     assert generation.cost_usd == 0.0
     assert json.loads(generation.text) == json.loads(BEAT)

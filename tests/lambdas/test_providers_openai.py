@@ -13,28 +13,16 @@ from typing import Any
 
 import pytest
 
-from lambdas.story_generator.generation import GenerationRequest, Message
 from lambdas.story_generator.providers import (
     Completion,
     FailureKind,
-    Provider,
-    ProviderError,
-    build_providers,
 )
-from tests.lambdas.fake_providers import FakeProvider, settings_for
-
-REQUEST = GenerationRequest("You narrate.", (Message("user", "Go"),))
-
-
-def client(fake: FakeProvider, **fields: Any) -> Provider:
-    (provider,) = build_providers(settings_for(fake.entry(**fields)))
-    return provider
-
-
-def failure_of(provider: Provider) -> ProviderError:
-    with pytest.raises(ProviderError) as raised:
-        provider.complete(REQUEST, 5.0)
-    return raised.value
+from tests.lambdas.fake_providers import (
+    PROVIDER_REQUEST,
+    FakeProvider,
+    failure_of,
+    provider_client,
+)
 
 
 def error_body(**error: object) -> bytes:
@@ -44,7 +32,7 @@ def error_body(**error: object) -> bytes:
 
 def completion_of(fake: FakeProvider, body: dict[str, Any]) -> Completion:
     fake.send(200, json.dumps(body).encode())
-    return client(fake).complete(REQUEST, 5.0)
+    return provider_client(fake).complete(PROVIDER_REQUEST, 5.0)
 
 
 # (id, status, error object, expected kind); each id's comment: the kind without the rule
@@ -159,7 +147,7 @@ def test_each_openai_rule_classifies_the_reply_only_it_matches(
 ) -> None:
     fake_openai.send(status, error_body(**error))
 
-    failure = failure_of(client(fake_openai))
+    failure = failure_of(provider_client(fake_openai))
 
     assert failure.kind is expected, failure
     assert failure.message == f"HTTP {status}: {error['message']}"
@@ -222,7 +210,7 @@ def test_openai_replies_outside_a_rule_fall_through_to_the_status(
 ) -> None:
     fake_openai.send(status, error_body(**error))
 
-    assert failure_of(client(fake_openai)).kind is expected
+    assert failure_of(provider_client(fake_openai)).kind is expected
 
 
 @pytest.mark.parametrize(
@@ -251,7 +239,7 @@ def test_an_error_reply_without_a_usable_message_reports_the_raw_body(
 ) -> None:
     fake_openai.send(status, body)
 
-    failure = failure_of(client(fake_openai))
+    failure = failure_of(provider_client(fake_openai))
 
     assert failure.kind is expected
     assert failure.message == f"HTTP {status}: {body.decode()}", "the operator sees what came back"
@@ -280,7 +268,7 @@ def test_a_reply_without_a_first_choice_message_is_an_invalid_response(
 ) -> None:
     fake_openai.send(200, json.dumps(body).encode())
 
-    failure = failure_of(client(fake_openai))
+    failure = failure_of(provider_client(fake_openai))
 
     assert failure.kind is FailureKind.INVALID_RESPONSE
     assert "no choices[0].message" in failure.message
@@ -311,7 +299,7 @@ def test_only_a_refusal_with_text_is_the_content_filter(
 def test_a_refusal_names_the_finish_reason_and_the_refusal(fake_openai: FakeProvider) -> None:
     fake_openai.send(200, json.dumps(choice({"content": None, "refusal": "I can't."})).encode())
 
-    failure = failure_of(client(fake_openai))
+    failure = failure_of(provider_client(fake_openai))
 
     assert failure.kind is FailureKind.CONTENT_FILTERED
     assert failure.message == 'finish_reason stop: "I can\'t."'
