@@ -370,6 +370,9 @@ class CircuitBreaker:
         # This container's view of each circuit, and the writes of each still queued.
         self._records: dict[str, CircuitRecord] = {}
         self._pending: Counter[str] = Counter()
+        # The half-open probes this container claimed (until when), the only ones it
+        # may give back: its view also holds the probes that other containers claimed.
+        self._probes: dict[str, float] = {}
         self._loaded_at = float("-inf")
         # While the store is failing, until when it is left alone.
         self._degraded_until = float("-inf")
@@ -396,6 +399,7 @@ class CircuitBreaker:
                 return False
             # Claimed, or the store is failing and this container's view (free) decides.
             self._records[name] = replace(record, probe_until=until)
+            self._probes[name] = until
             logger.info("circuit half-open: probing provider", extra={"provider": name})
             return True
 
@@ -415,11 +419,12 @@ class CircuitBreaker:
 
         For a probe whose outcome says nothing of the provider (the request's own
         failure): the next call probes at once, rather than after the probe lapses.
+        A probe this container only saw (another container's) is never given back.
         """
         with self._lock:
             record = self._records.get(name, CircuitRecord())
-            until = record.probe_until
-            if not record.open_until or until <= self._clock():
+            until = self._probes.pop(name, None)
+            if until is None or not record.open_until or until <= self._clock():
                 return
             self._records[name] = replace(record, probe_until=0.0)
             self._write(

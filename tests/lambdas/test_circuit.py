@@ -8,7 +8,6 @@ writes that must still be pending wait on an event the test sets (`BlockingStore
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -27,6 +26,7 @@ from lambdas.story_generator.providers import Completion, FailureCategory, Failu
 from lambdas.story_generator.router import Router
 from lambdas.story_generator.settings import RouterSettings
 from tests.lambdas.fake_providers import FakeClock, FakeProvider, router_for
+from tests.lambdas.router_doubles import BlockingStore, fail
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -48,13 +48,6 @@ def breaker(
     names: Sequence[str] = ("p",),
 ) -> CircuitBreaker:
     return CircuitBreaker(store, names, SETTINGS, clock=clock)
-
-
-def fail(circuit: CircuitBreaker, times: int, kind: FailureKind = FailureKind.UNAVAILABLE) -> None:
-    """`times` failures of `p`, their store writes flushed as the end of a generation does."""
-    for _ in range(times):
-        circuit.record_failure("p", kind)
-    assert circuit.flush(5), "the writes reached the store"
 
 
 def assert_open_for(circuit: CircuitBreaker, clock: FakeClock, seconds: float) -> None:
@@ -337,19 +330,6 @@ def test_a_failed_probe_opens_again_a_circuit_that_a_misconfiguration_opened() -
 
     # 2 failures, below the threshold of 3: the failed probe alone must open it again.
     assert_open_for(circuit, clock, 30)
-
-
-class BlockingStore(MemoryCircuitStore):
-    """A store whose failure writes wait until the test sets `release`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.release = threading.Event()
-
-    def add_failure(self, name: str, failure: str, expires_at: float) -> CircuitRecord:
-        # Bounded, so that a router that waits for the write fails the test, not hangs it.
-        self.release.wait(timeout=5)
-        return super().add_failure(name, failure, expires_at)
 
 
 def stored(store: MemoryCircuitStore, name: str = "p") -> CircuitRecord:

@@ -11,6 +11,7 @@ below is exact, whatever the load on the machine, and no test sleeps.
 
 from __future__ import annotations
 
+import logging
 import math
 import queue
 import threading
@@ -24,11 +25,12 @@ from lambdas.story_generator import router as router_module
 from lambdas.story_generator.circuit import CircuitBreaker, CircuitState, MemoryCircuitStore
 from lambdas.story_generator.errors import NoProviderAvailable
 from lambdas.story_generator.generation import GenerationRequest, Message
-from lambdas.story_generator.metrics import Attempt, ProviderMetrics
+from lambdas.story_generator.metrics import ProviderMetrics
 from lambdas.story_generator.providers import Completion, FailureKind, ProviderError
 from lambdas.story_generator.router import Router
 from lambdas.story_generator.settings import ProviderKind, ProviderSettings, RouterSettings
 from tests.lambdas.fake_providers import BEAT, FakeClock, accept_json
+from tests.lambdas.router_doubles import RecordingMetrics
 
 REQUEST = GenerationRequest("You narrate.", (Message("user", "Begin the story."),))
 # How long a test waits, in real time, for attempt threads to reach the clock.
@@ -206,18 +208,6 @@ class SimProvider:
             return outcome
         finally:
             sim.leave()
-
-
-class RecordingMetrics(ProviderMetrics):
-    """Keeps the attempts instead of printing them."""
-
-    def __init__(self) -> None:
-        super().__init__("test")
-        self.attempts: list[Attempt] = []
-
-    def record(self, attempt: Attempt) -> None:
-        """Keep `attempt`."""
-        self.attempts.append(attempt)
 
 
 @pytest.fixture
@@ -540,8 +530,69 @@ def test_the_late_reply_of_a_beaten_attempt_counts_against_its_own_timeout(
     assert late.failure == (None if success else "timeout")
     failures = store.load(["primary"])["primary"].failures
     assert failures == (0 if success else 2), "a success resets the count, a timeout adds one"
-    if success:
-        assert router._latencies["primary"]._samples[-1] == answers_after_s
+    samples = list(router._latencies["primary"]._samples)
+    assert samples == ([answers_after_s] if success else []), "only a success is a latency"
+
+
+def test_a_late_reply_cut_short_is_recorded_as_truncated_yet_closes_the_circuit(
+    sim: Sim,
+) -> None:
+    metrics = RecordingMetrics()
+    store = MemoryCircuitStore()
+    cut = Completion(BEAT, 40, 1024, truncated=True)
+    primary = SimProvider(sim, "primary", 1, Step(2.0, cut))
+    router = sim_router(
+        sim,
+        primary,
+        SimProvider(sim, "secondary", 2),
+        metrics=metrics,
+        store=store,
+        hedge_delay_s=0.5,
+    )
+    router.circuit.record_failure("primary", FailureKind.UNAVAILABLE)
+
+    router.generate(REQUEST, accept_json)
+    sim.advance_to(2.0)
+    sim.settle()
+    assert router.circuit.flush(5)
+
+    (late,) = [attempt for attempt in metrics.attempts if attempt.provider == "primary"]
+    assert (late.success, late.failure, late.output_tokens) == (False, "truncated", 1024)
+    assert store.load(["primary"])["primary"].failures == 0, "the model wrote: it works"
+
+
+def test_a_reply_that_comes_with_the_winning_one_is_still_recorded(sim: Sim) -> None:
+    metrics = RecordingMetrics()
+    first = SimProvider(sim, "first", 1, Step(1.0, answer(1, 2)))
+    second = SimProvider(sim, "second", 2, Step(0.5, answer(3, 4)))
+    router = sim_router(sim, first, second, metrics=metrics, hedge_delay_s=0.5)
+
+    _, generation = router.generate(REQUEST, accept_json)
+    sim.settle()
+
+    assert sim.now == 1.0 and generation.provider in {"first", "second"}
+    assert sorted((a.provider, a.success, a.input_tokens) for a in metrics.attempts) == [
+        ("first", True, 1),
+        ("second", True, 3),
+    ], "both replies came at 1.0 s: the one not taken is recorded as it closes the call"
+    assert [list(router._latencies[name]._samples) for name in ("first", "second")] == [
+        [1.0],
+        [0.5],
+    ]
+
+
+def test_an_abandoned_attempt_is_logged_as_a_timeout_of_its_budget(
+    sim: Sim, caplog: pytest.LogCaptureFixture
+) -> None:
+    primary = SimProvider(sim, "primary", 1, HANG, timeout_s=1.5)
+    router = sim_router(sim, primary, SimProvider(sim, "secondary", 2))
+
+    with caplog.at_level(logging.WARNING):
+        router.generate(REQUEST, accept_json)
+
+    (logged,) = [r for r in caplog.records if r.getMessage() == "provider failed"]
+    assert (logged.provider, logged.failure) == ("primary", "timeout")
+    assert (logged.detail, logged.latency_ms) == ("no reply within 1.50 s", 1500.0)
 
 
 # Retry-After --------------------------------------------------------------------------
