@@ -63,8 +63,8 @@ bench: install
 ## mutation: mutation testing, then each module's score (slow; MUTANTS='lambdas.story_generator.router*' narrows it, JOBS=2)
 mutation: install
 	$(BIN)/python -m pip install --quiet -e '.[mutation]'
-	$(BIN)/mutmut run --max-children $(JOBS) $(MUTANTS)
-	$(BIN)/python mutation/score.py --fail-under 90
+	$(BIN)/mutmut run --max-children $(JOBS) $(if $(MUTANTS),'$(MUTANTS)')
+	$(BIN)/python mutation/score.py --fail-under 90 $(if $(MUTANTS),--only '$(MUTANTS)')
 
 ## lock: re-pin requirements.txt and requirements-dev.txt from pyproject.toml
 lock: install

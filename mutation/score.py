@@ -6,7 +6,10 @@ behaves exactly like the original). Mutants that no test runs count as
 survivors. With ``--fail-under`` the exit status is 1 when any module named in
 the file's ``required`` list scores below it.
 
-    python mutation/score.py [--fail-under 90] [--mutants mutants] [--equivalent FILE]
+    python mutation/score.py [--fail-under 90] [--only GLOB] [--mutants mutants] [--equivalent FILE]
+
+``--only`` keeps the mutants whose names match GLOB (what ``mutmut run GLOB`` ran), so
+a run of one module is judged on that module alone.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class ModuleScore:
     survived: int = 0
     equivalent: int = 0
     not_checked: int = 0
-    other: int = 0
+    other: int = 0  # mutmut could not judge them: suspicious, segfault, interrupted
     survivors: list[str] = field(default_factory=list)
 
     @property
@@ -69,6 +72,13 @@ class Equivalents:
             raise ValueError(f"{path}: equivalent mutants without a reason: {blank}")
         return cls(reasons=reasons, required=tuple(data.get("required", ())))
 
+    def within(self, pattern: str | None) -> Equivalents:
+        """Only the equivalents whose names match the glob ``pattern`` (all when None)."""
+        if pattern is None:
+            return self
+        reasons = {name: why for name, why in self.reasons.items() if fnmatch(name, pattern)}
+        return Equivalents(reasons=reasons, required=self.required)
+
 
 def module_of(mutant: str) -> str:
     """``lambdas.story_generator.router.xǁRouterǁrun__mutmut_3`` -> its module."""
@@ -81,6 +91,13 @@ def results(mutants_dir: Path) -> dict[str, int | None]:
     for meta in sorted(mutants_dir.rglob("*.py.meta")):
         outcome.update(json.loads(meta.read_text())["exit_code_by_key"])
     return outcome
+
+
+def selected(outcome: Mapping[str, int | None], pattern: str | None) -> dict[str, int | None]:
+    """The mutants of ``outcome`` whose names match the glob ``pattern`` (all when None)."""
+    return {
+        name: code for name, code in outcome.items() if pattern is None or fnmatch(name, pattern)
+    }
 
 
 def scores(outcome: Mapping[str, int | None], equivalent: Iterable[str]) -> list[ModuleScore]:
@@ -129,21 +146,22 @@ def below(table: Iterable[ModuleScore], required: Iterable[str], threshold: floa
 def render(table: Iterable[ModuleScore]) -> str:
     """The table as text, one module per line."""
     lines = [
-        f"{'module':<48} {'killed':>7} {'survived':>8} {'equiv':>5} {'unchecked':>9} {'score':>7}"
+        f"{'module':<48} {'killed':>7} {'survived':>8} {'equiv':>5} {'unchecked':>9} "
+        f"{'other':>5} {'score':>7}"
     ]
     total = ModuleScore("total")
     for tally in table:
         score = "-" if tally.score is None else f"{tally.score:.1f}%"
         lines.append(
             f"{tally.module:<48} {tally.killed:>7} {tally.survived:>8} {tally.equivalent:>5} "
-            f"{tally.not_checked:>9} {score:>7}"
+            f"{tally.not_checked:>9} {tally.other:>5} {score:>7}"
         )
-        for name in ("killed", "survived", "equivalent", "not_checked"):
+        for name in ("killed", "survived", "equivalent", "not_checked", "other"):
             setattr(total, name, getattr(total, name) + getattr(tally, name))
     score = "-" if total.score is None else f"{total.score:.1f}%"
     lines.append(
         f"{'total':<48} {total.killed:>7} {total.survived:>8} {total.equivalent:>5} "
-        f"{total.not_checked:>9} {score:>7}"
+        f"{total.not_checked:>9} {total.other:>5} {score:>7}"
     )
     return "\n".join(lines)
 
@@ -154,14 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mutants", type=Path, default=ROOT / "mutants")
     parser.add_argument("--equivalent", type=Path, default=EQUIVALENT_FILE)
     parser.add_argument("--fail-under", type=float, default=None)
+    parser.add_argument("--only", default=None, help="judge only the mutants matching this glob")
     parser.add_argument("--survivors", action="store_true", help="list every surviving mutant")
     args = parser.parse_args(argv)
 
     if not args.mutants.is_dir():
         print(f"no {args.mutants}/: run `make mutation` first", file=sys.stderr)
         return 2
-    equivalents = Equivalents.load(args.equivalent)
-    outcome = results(args.mutants)
+    only = args.only or None
+    equivalents = Equivalents.load(args.equivalent).within(only)
+    outcome = selected(results(args.mutants), only)
     table = scores(outcome, equivalents.reasons)
     print(render(table))
     if args.survivors:

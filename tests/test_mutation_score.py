@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from mutation.score import Equivalents, below, main, results, scores, stale
+from mutation.score import Equivalents, below, main, render, results, scores, stale
+from tests.mutation_order import module_tests_first, mutated_module
 
 ROUTER = "lambdas.story_generator.router"
 
@@ -115,3 +117,64 @@ def test_main_without_results_says_how_to_get_them(
 def test_the_projects_equivalents_file_is_valid() -> None:
     equivalents = Equivalents.load(Path(__file__).parent.parent / "mutation" / "equivalent.toml")
     assert "lambdas.story_generator.router" in equivalents.required
+
+
+def test_only_judges_the_mutants_a_narrowed_run_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_meta(
+        tmp_path / "mutants",
+        "lambdas/story_generator/router.py",
+        {f"{ROUTER}.x_a__mutmut_1": 1, f"{ROUTER}.x_a__mutmut_2": 0},
+    )
+    write_meta(
+        tmp_path / "mutants",
+        "lambdas/story_generator/circuit.py",
+        {"lambdas.story_generator.circuit.x_b__mutmut_1": None},
+    )
+    equivalent = write_equivalents(
+        tmp_path / "equivalent.toml",
+        f'required = ["{ROUTER}", "lambdas.story_generator.circuit"]\n'
+        f'[equivalent]\n"{ROUTER}.x_a__mutmut_2" = "same result"\n'
+        '"lambdas.story_generator.circuit.x_b__mutmut_9" = "listed, not in this run"\n',
+    )
+    common = ["--mutants", str(tmp_path / "mutants"), "--equivalent", str(equivalent)]
+    assert main([*common, "--fail-under", "90", "--only", f"{ROUTER}*"]) == 0
+    out, err = capsys.readouterr()
+    assert "circuit" not in out
+    assert err == ""
+    # The whole table judges the unchecked circuit, and the equivalent it lacks.
+    assert main([*common, "--fail-under", "90"]) == 1
+    err = capsys.readouterr().err
+    assert "not fully checked): lambdas.story_generator.circuit" in err
+    assert "x_b__mutmut_9: no such mutant any more" in err
+
+
+def test_mutants_mutmut_could_not_judge_are_shown_apart(tmp_path: Path) -> None:
+    write_meta(tmp_path, "lambdas/story_generator/router.py", {f"{ROUTER}.x_a__mutmut_1": -11})
+    (tally,) = scores(results(tmp_path), equivalent=())
+    assert (tally.other, tally.counted) == (1, 0)
+    assert render([tally]).splitlines()[1].split()[-2:] == ["1", "-"]
+
+
+def test_a_mutants_own_module_tests_run_first_and_otherwise_nothing_moves() -> None:
+    items = [
+        SimpleNamespace(path=Path(name))
+        for name in (
+            "tests/lambdas/test_api.py",
+            "tests/lambdas/test_validation_boundaries.py",
+            "tests/lambdas/test_story.py",
+            "tests/lambdas/test_validation.py",
+        )
+    ]
+    mutant = "lambdas.story_generator.validation.x_check__mutmut_3"
+    assert [item.path.stem for item in module_tests_first(items, mutant)] == [
+        "test_validation_boundaries",
+        "test_validation",
+        "test_api",
+        "test_story",
+    ]
+    assert module_tests_first(items, "stats") == items
+    assert mutated_module("lambdas.story_generator.providers.openai.xǁOpenAIǁcall__mutmut_1") == (
+        "openai"
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -26,18 +27,55 @@ if TYPE_CHECKING:
 REGION = "eu-west-1"
 
 
+FAKE_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+@pytest.fixture(scope="session")
+def _boto3_session() -> boto3.Session:
+    """The default boto3 session inside every `aws` test: made once, with fake credentials.
+
+    `mock_aws` gives each test a new default session, so that no client uses
+    credentials found before the mock. A new session costs about 70 ms, most of a
+    moto test's setup: its first client reads botocore's service models and
+    endpoints from disk again, and it registers every built-in handler. This one is
+    made once. Its credentials are resolved here, under `mock_aws`, as a new session's
+    would be in a test, and botocore keeps them: they never come from the machine.
+    It holds no AWS state (that lives in moto's backends, which `aws` resets for every
+    test), and each fixture still makes its own clients.
+    """
+    with pytest.MonkeyPatch.context() as environment:
+        for name, value in FAKE_ENVIRONMENT.items():
+            environment.setenv(name, value)
+        with mock_aws():
+            session = boto3.Session()
+            credentials = session.get_credentials()
+            assert credentials is not None
+            assert credentials.access_key == os.environ["AWS_ACCESS_KEY_ID"], "a fake key"
+    return session
+
+
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A moto-mocked AWS with fake credentials in `REGION`."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-    }.items():
+def aws(monkeypatch: pytest.MonkeyPatch, _boto3_session: boto3.Session) -> Iterator[None]:
+    """A moto-mocked AWS with fake credentials in `REGION`: a new, empty account per test.
+
+    `mock_aws` resets every moto backend when it starts and again when it stops, so
+    nothing a test creates (tables and items, secrets, buses, queues and messages,
+    user pools) is there for the next one (tests/lambdas/test_fixture_isolation.py).
+    Resetting costs a few milliseconds, less than the table or bus a shared account
+    would have to empty; only the boto3 session (`_boto3_session`) is shared.
+    """
+    for name, value in FAKE_ENVIRONMENT.items():
         monkeypatch.setenv(name, value)
     with mock_aws():
+        # mock_aws has patched the default session to None and puts back what was
+        # there before when it stops: the shared session is the default only inside.
+        boto3.DEFAULT_SESSION = _boto3_session
         yield
 
 
