@@ -88,6 +88,7 @@ class FakeProvider:
         self._queue: deque[Action] = deque()
         self._standing = self._success(BEAT, 12, 34, truncated=False)
         self._lock = threading.Lock()
+        self._received = threading.Condition(self._lock)
         self.released = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -168,6 +169,16 @@ class FakeProvider:
         """Start a successful reply and close the connection halfway through the body."""
         success = self._success(BEAT, 12, 34, truncated=False)
         return self.act(Action(body=success.body, close_mid_reply=True), times)
+
+    def wait_for_requests(self, count: int, timeout_s: float = 5.0) -> bool:
+        """Wait until `count` requests have arrived; False if they have not by `timeout_s`.
+
+        A call the router made may still be on its way to the server when `generate`
+        returns (a hanging primary a hedge beat, a hedge the primary's reply beat):
+        this waits for the request itself, not for some guessed time.
+        """
+        with self._received:
+            return self._received.wait_for(lambda: len(self.requests) >= count, timeout_s)
 
     # Configuration -------------------------------------------------------------------
 
@@ -320,6 +331,7 @@ class FakeProvider:
     def _next_action(self, received: Received) -> Action:
         with self._lock:
             self.requests.append(received)
+            self._received.notify_all()
             refusal = self.refusal(received)
             if refusal is not None:
                 return refusal

@@ -548,11 +548,13 @@ def test_a_hedged_request_keeps_whichever_answers_first(
     _, generation = router.generate(REQUEST, accept_json)
 
     assert generation.provider == "anthropic" and generation.fallback
-    assert len(fake_openai.requests) == 1
     recorded = [document["Provider"] for document in emf_documents(capsys.readouterr().out)]
     assert recorded == ["anthropic"], (
         "the hanging primary has no outcome yet: its 20 s timeout was not awaited"
     )
+    # Its request may still be on the way when the hedge's answer is in (a loaded machine).
+    assert fake_openai.wait_for_requests(1), "the primary was called"
+    assert len(fake_openai.requests) == 1
 
 
 def test_a_hedge_keeps_waiting_for_the_first_provider_when_the_second_fails(
@@ -567,6 +569,7 @@ def test_a_hedge_keeps_waiting_for_the_first_provider_when_the_second_fails(
     _, generation = router.generate(REQUEST, accept_json)
 
     assert generation.provider == "openai" and not generation.fallback
+    assert fake_anthropic.wait_for_requests(1), "the hedge was called"
     assert len(fake_anthropic.requests) == 1
 
 
